@@ -1,0 +1,22 @@
+"""The loss rows of the benchmark grid.
+
+Each case builds the same loss from deepmetric or from the reference library (``lib`` is the
+imported top-level package), given the embedding width and number of classes of the row.
+Rows are added by each loss family; the harness in ``benchmarks/losses.py`` runs them all.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class LossCase:
+    name: str
+    make: Callable  # make(lib, embedding_size, num_classes) -> loss module
+    pair_based: bool = True  # counts towards the "within Nx of the matmul floor" target
+
+
+CASES = [
+    LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
+    LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
+]

@@ -1,0 +1,19 @@
+"""Metric-learning losses."""
+
+from .base_loss_wrapper import BaseLossWrapper
+from .base_metric_loss_function import BaseMetricLossFunction
+from .contrastive_loss import ContrastiveLoss
+from .generic_pair_loss import GenericPairLoss
+from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .triplet_margin_loss import TripletMarginLoss
+
+__all__ = [
+    "BaseLossWrapper",
+    "BaseMetricLossFunction",
+    "ContrastiveLoss",
+    "EmbeddingRegularizerMixin",
+    "GenericPairLoss",
+    "TripletMarginLoss",
+    "WeightMixin",
+    "WeightRegularizerMixin",
+]

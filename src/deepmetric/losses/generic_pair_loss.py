@@ -1,0 +1,73 @@
+"""Template for losses computed from positive and negative pairs."""
+
+import torch
+
+from ..utils import loss_and_miner_utils as lmu
+from ..utils import common_functions as c_f
+from ..utils.errors import ArgumentError
+from .base_metric_loss_function import BaseMetricLossFunction
+
+
+class GenericPairLoss(BaseMetricLossFunction):
+    """Builds pairs from labels or a miner tuple and hands them to ``_compute_loss``.
+
+    Args:
+        mat_based_loss: if True, ``_compute_loss(mat, pos_mask, neg_mask)`` receives the whole
+            distance matrix with float masks of positive / negative cells; otherwise
+            ``_compute_loss(pos_pair, neg_pair, indices_tuple)`` receives the pair values.
+
+    With labels and no miner the masks come straight from label equality (no index lists).
+    When every index list would have at most one element the loss is zero.
+    """
+
+    def __init__(self, mat_based_loss, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_method = self.mat_based_loss if mat_based_loss else self.pair_based_loss
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        if indices_tuple is None:
+            return self._loss_from_label_masks(embeddings, labels, ref_emb, ref_labels)
+        indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+        if all(len(x) <= 1 for x in indices_tuple):
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        return self.loss_method(mat, indices_tuple)
+
+    def _loss_from_label_masks(self, embeddings, labels, ref_emb, ref_labels):
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        if int(pos_mask.sum()) <= 1 and int(neg_mask.sum()) <= 1:
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        if self.loss_method == self.mat_based_loss:
+            return self._compute_loss(mat, pos_mask.to(mat.dtype), neg_mask.to(mat.dtype))
+        a1, p = torch.where(pos_mask)
+        a2, n = torch.where(neg_mask)
+        pos_pair = mat[pos_mask] if len(a1) > 0 else []
+        neg_pair = mat[neg_mask] if len(a2) > 0 else []
+        return self._compute_loss(pos_pair, neg_pair, (a1, p, a2, n))
+
+    def _compute_loss(self, *args):
+        raise NotImplementedError
+
+    def mat_based_loss(self, mat, indices_tuple):
+        a1, p, a2, n = indices_tuple
+        pos_mask, neg_mask = torch.zeros_like(mat), torch.zeros_like(mat)
+        pos_mask[a1, p] = 1
+        neg_mask[a2, n] = 1
+        self._assert_either_pos_or_neg(pos_mask, neg_mask)
+        return self._compute_loss(mat, pos_mask, neg_mask)
+
+    def pair_based_loss(self, mat, indices_tuple):
+        a1, p, a2, n = indices_tuple
+        pos_pair = mat[a1, p] if len(a1) > 0 else []
+        neg_pair = mat[a2, n] if len(a2) > 0 else []
+        return self._compute_loss(pos_pair, neg_pair, indices_tuple)
+
+    @staticmethod
+    def _assert_either_pos_or_neg(pos_mask, neg_mask):
+        if bool(torch.any((pos_mask != 0) & (neg_mask != 0))):
+            raise ArgumentError(
+                "Each pair should be either be positive or negative, "
+                "but indices_tuple marks some pair as both"
+            )

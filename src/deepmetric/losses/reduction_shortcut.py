@@ -1,0 +1,57 @@
+"""Recognise reducers whose result follows from a sum and a count of kept losses.
+
+Losses whose per-tuple losses would not fit in memory (all triplets of a large batch) compute
+such reductions block by block instead of listing every tuple. Any other reducer (or one that
+collects statistics) gets the per-tuple path, so results never depend on which path ran.
+"""
+
+from dataclasses import dataclass
+
+from ..reducers import (
+    AvgNonZeroReducer,
+    MeanReducer,
+    MultipleReducers,
+    SumReducer,
+    ThresholdReducer,
+)
+
+
+@dataclass(frozen=True)
+class PlainReduction:
+    """``sum(kept)`` (``kind="sum"``) or ``mean(kept)``, kept = ``low < loss < high``."""
+
+    kind: str
+    low: float = None
+    high: float = None
+
+    def keep(self, losses):
+        kept = None
+        if self.low is not None:
+            kept = losses > self.low
+        if self.high is not None:
+            below = losses < self.high
+            kept = below if kept is None else kept & below
+        return kept
+
+
+def plain_reduction_for(loss, sub_loss_name="loss"):
+    """The :class:`PlainReduction` that ``loss`` applies to ``sub_loss_name``, or ``None``."""
+    reducer = loss.reducer
+    if isinstance(reducer, MultipleReducers):
+        if reducer.collect_stats:
+            return None
+        reducer = reducer.reducers[sub_loss_name] if sub_loss_name in reducer.reducers else (
+            reducer.default_reducer
+        )
+    if reducer.collect_stats:
+        return None
+    kind = type(reducer)
+    if kind is MeanReducer:
+        return PlainReduction("mean")
+    if kind is SumReducer:
+        return PlainReduction("sum")
+    if kind is AvgNonZeroReducer:
+        return PlainReduction("mean", low=0)
+    if kind is ThresholdReducer:
+        return PlainReduction("mean", low=reducer.low, high=reducer.high)
+    return None

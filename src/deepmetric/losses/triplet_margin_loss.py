@@ -1,0 +1,128 @@
+"""Triplet margin loss (Weinberger & Saul, "Distance Metric Learning for Large Margin Nearest
+Neighbor Classification", JMLR 2009; Schroff et al., "FaceNet", CVPR 2015)."""
+
+import torch
+
+from ..reducers import AvgNonZeroReducer
+from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
+from .base_metric_loss_function import BaseMetricLossFunction
+from .reduction_shortcut import plain_reduction_for
+
+# Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
+_CELLS_PER_BLOCK = 2**24
+
+
+class TripletMarginLoss(BaseMetricLossFunction):
+    """``loss_t = [margin(d_ap, d_an) + margin]+`` for every triplet (anchor, positive, negative).
+
+    ``margin(x, y)`` is ``x - y`` for distances and ``y - x`` for similarities, so with
+    ``CosineSimilarity`` the loss is ``[s_an - s_ap + margin]+``.
+
+    Args:
+        margin: the desired gap between positive and negative distances.
+        swap: use the smaller of anchor-negative and positive-negative distance
+            (Balntas et al., BMVC 2016).
+        smooth_loss: ``softplus`` instead of the hinge.
+        triplets_per_anchor: ``"all"``, or a number of random triplets per anchor.
+
+    With labels, no miner, all triplets and a mean/sum/threshold reducer, the triplets are
+    never listed: anchors are processed in blocks with masks, so memory grows as ``N^2``
+    rather than ``N^3``, and the result and gradient equal the per-triplet computation.
+    """
+
+    def __init__(
+        self, margin=0.05, swap=False, smooth_loss=False, triplets_per_anchor="all", **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.margin = margin
+        self.swap = swap
+        self.smooth_loss = smooth_loss
+        self.triplets_per_anchor = triplets_per_anchor
+        self.add_to_recordable_attributes(name="margin", is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        reduction = plain_reduction_for(self)
+        if (
+            indices_tuple is None
+            and self.triplets_per_anchor == "all"
+            and not self.swap
+            and reduction is not None
+        ):
+            return self._blocked_loss(embeddings, labels, ref_emb, ref_labels, reduction)
+        indices_tuple = lmu.convert_to_triplets(
+            indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor
+        )
+        anchor_idx, positive_idx, negative_idx = indices_tuple
+        if len(anchor_idx) == 0:
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        ap_dists = mat[anchor_idx, positive_idx]
+        an_dists = mat[anchor_idx, negative_idx]
+        if self.swap:
+            pn_dists = mat[positive_idx, negative_idx]
+            an_dists = self.distance.smallest_dist(an_dists, pn_dists)
+        violation = self.distance.margin(ap_dists, an_dists) + self.margin
+        loss = self._per_triplet(violation)
+        return {"loss": {"losses": loss, "indices": indices_tuple, "reduction_type": "triplet"}}
+
+    def _per_triplet(self, violation):
+        if self.smooth_loss:
+            return torch.nn.functional.softplus(violation)
+        return torch.nn.functional.relu(violation)
+
+    def _per_triplet_slope(self, violation):
+        if self.smooth_loss:
+            return torch.sigmoid(violation)
+        return (violation > 0).to(violation.dtype)
+
+    def _blocked_loss(self, embeddings, labels, ref_emb, ref_labels, reduction):
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        has_triplet = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+        if not bool(has_triplet.any()):
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        value, count, coef = self._sum_count_and_coefficients(mat.detach(), pos_mask, neg_mask, reduction)
+        if count == 0:
+            return self.zero_losses()
+        # (coef * mat).sum() has exactly the gradient of the per-triplet sum; its value is
+        # swapped for the directly accumulated one.
+        surrogate = torch.sum(coef * mat)
+        total = value.to(mat.dtype) + (surrogate - surrogate.detach())
+        if reduction.kind == "mean":
+            total = total / count
+        return {"loss": {"losses": total, "indices": None, "reduction_type": "already_reduced"}}
+
+    def _sum_count_and_coefficients(self, mat, pos_mask, neg_mask, reduction):
+        """Sum and count of kept per-triplet losses, and d(sum)/d(mat), one anchor block at a time."""
+        n, m = mat.shape
+        acc_dtype = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
+        # Positives of each anchor, packed to the left: pos_idx[i, :pos_count[i]].
+        pos_count = pos_mask.sum(dim=1)
+        width = max(int(pos_count.max()), 1)
+        pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, :width]
+        pos_valid = torch.arange(width, device=mat.device).unsqueeze(0) < pos_count.unsqueeze(1)
+        sign = -1.0 if self.distance.is_inverted else 1.0
+        coef = torch.zeros_like(mat)
+        value = torch.zeros((), dtype=acc_dtype, device=mat.device)
+        count = 0
+        block = max(1, _CELLS_PER_BLOCK // (width * m))
+        for s in range(0, n, block):
+            e = min(s + block, n)
+            rows = mat[s:e]
+            ap = rows.gather(1, pos_idx[s:e])
+            violation = sign * (ap.unsqueeze(2) - rows.unsqueeze(1)) + self.margin
+            valid = pos_valid[s:e].unsqueeze(2) & neg_mask[s:e].unsqueeze(1)
+            losses = self._per_triplet(violation)
+            kept = reduction.keep(losses)
+            kept = valid if kept is None else kept & valid
+            value += torch.sum(torch.where(kept, losses, 0).to(acc_dtype))
+            count += int(kept.sum())
+            slope = torch.where(kept, self._per_triplet_slope(violation), 0)
+            coef[s:e].scatter_add_(1, pos_idx[s:e], sign * slope.sum(dim=2))
+            coef[s:e] -= sign * slope.sum(dim=1)
+        return value, count, coef
+
+    def get_default_reducer(self):
+        return AvgNonZeroReducer()

@@ -1,0 +1,64 @@
+"""Input checks shared by losses, miners and evaluation: one place per concept.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (wrong shape or
+content) whose message names the argument, what was expected and what was received.
+"""
+
+import torch
+
+
+def check_embeddings(x, name="embeddings", allow_empty=False):
+    """A floating-point tensor of shape ``(N, D)`` with finite values."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D of shape (batch_size, embedding_size), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): a batch needs at least one row")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise ValueError(f"{name} contains NaN or Inf values (in {bad} of {x.shape[0]} rows)")
+
+
+def check_labels(labels, num_rows, name="labels", rows_name="embeddings"):
+    """A 1-D integer (or bool) tensor with one label per row of ``rows_name``."""
+    if not torch.is_tensor(labels):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise TypeError(f"{name} must have an integer dtype, got {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of shape (batch_size,), got shape {tuple(labels.shape)}")
+    if labels.shape[0] != num_rows:
+        raise ValueError(
+            f"{name} has {labels.shape[0]} entries but {rows_name} has {num_rows} rows"
+        )
+
+
+def check_same_width(query, ref, query_name="embeddings", ref_name="ref_emb"):
+    if query.shape[1] != ref.shape[1]:
+        raise ValueError(
+            f"{query_name} and {ref_name} must have the same width: {query_name} has "
+            f"{query.shape[1]} columns, {ref_name} has {ref.shape[1]}"
+        )
+
+
+def check_loss_inputs(embeddings, labels, ref_emb, ref_labels):
+    """The checks every metric loss applies before computing anything."""
+    check_embeddings(embeddings, "embeddings")
+    if labels is not None:
+        check_labels(labels, embeddings.shape[0], "labels", "embeddings")
+    if ref_emb is None:
+        return
+    check_embeddings(ref_emb, "ref_emb")
+    check_same_width(embeddings, ref_emb)
+    if ref_labels is not None:
+        check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
+    elif labels is not None:
+        raise ValueError(
+            "ref_emb was given with labels but without ref_labels: pass ref_labels so that "
+            "query labels are compared with the reference set's labels"
+        )

@@ -1,0 +1,44 @@
+"""Shared test fixtures and helpers."""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share the machine's cores; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def reference_available():
+    """True when pytorch-metric-learning (the oracle for comparison tests) is installed."""
+    return importlib.util.find_spec("pytorch_metric_learning") is not None
+
+
+requires_reference = pytest.mark.skipif(
+    not reference_available(), reason="pytorch-metric-learning (oracle) not installed"
+)
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture(
+    params=[torch.float16, torch.float32, torch.float64], ids=["float16", "float32", "float64"]
+)
+def any_dtype(request):
+    return request.param
+
+
+def tolerance(dtype):
+    """(rtol, atol) suited to comparing results computed in ``dtype``."""
+    if dtype == torch.float16:
+        return 1e-2, 1e-2
+    if dtype == torch.bfloat16:
+        return 5e-2, 5e-2
+    if dtype == torch.float32:
+        return 1e-5, 1e-6
+    return 1e-10, 1e-12

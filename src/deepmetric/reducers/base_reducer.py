@@ -9,6 +9,13 @@ REDUCTION_TYPES = ("element", "pos_pair", "neg_pair", "triplet", "already_reduce
 _TUPLE_LENGTHS = {"pos_pair": 2, "neg_pair": 2, "triplet": 3}
 
 
+def _check_reduction_type(reduction_type):
+    if reduction_type not in REDUCTION_TYPES:
+        raise ArgumentError(
+            f"unknown reduction_type {reduction_type!r}; expected one of {REDUCTION_TYPES}"
+        )
+
+
 class BaseReducer(ModuleWithRecords):
     """Turns a single-entry ``loss_dict`` into a scalar according to its ``reduction_type``.
 
@@ -64,13 +71,11 @@ class BaseReducer(ModuleWithRecords):
         raise NotImplementedError
 
     def get_reduction_func(self, reduction_type):
-        if reduction_type not in REDUCTION_TYPES:
-            raise ArgumentError(
-                f"unknown reduction_type {reduction_type!r}; expected one of {REDUCTION_TYPES}"
-            )
+        _check_reduction_type(reduction_type)
         return getattr(self, f"{reduction_type}_reduction")
 
     def assert_sizes(self, losses, loss_indices, reduction_type):
+        _check_reduction_type(reduction_type)
         getattr(self, f"assert_sizes_{reduction_type}")(losses, loss_indices)
 
     def zero_loss(self, embeddings):

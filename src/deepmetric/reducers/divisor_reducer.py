@@ -28,8 +28,8 @@ class DivisorReducer(BaseReducer):
         if divisor == 0:
             return self.zero_loss(embeddings)
         output = torch.sum(losses) / divisor
-        if losses.dtype == torch.float16 and torch.isnan(output):
-            # float16 sums overflow easily; redo the sum in float32.
+        if losses.dtype == torch.float16 and not torch.isfinite(output):
+            # float16 sums overflow easily (to inf, or NaN); redo the sum in float32.
             output = (torch.sum(losses.float()) / divisor).half()
         return output
 

@@ -5,8 +5,8 @@ imported top-level package), given the embedding width and number of classes of 
 Rows are added by each loss family; the harness in ``benchmarks/losses.py`` runs them all.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

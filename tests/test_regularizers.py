@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from deepmetric.reducers import DivisorReducer, MeanReducer, SumReducer
 from deepmetric.regularizers import (
@@ -13,8 +14,6 @@ from deepmetric.regularizers import (
     SparseCentersRegularizer,
     ZeroMeanRegularizer,
 )
-
-from conftest import requires_reference
 
 
 def test_lp_regularizer(dtype):

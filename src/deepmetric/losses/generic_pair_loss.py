@@ -2,8 +2,8 @@
 
 import torch
 
-from ..utils import loss_and_miner_utils as lmu
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import ArgumentError
 from .base_metric_loss_function import BaseMetricLossFunction
 

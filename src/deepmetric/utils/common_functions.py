@@ -345,7 +345,7 @@ def operate_on_dict_of_models(
             operation(v, model_path)
             if log_if_successful:
                 LOGGER.info(f"{logging_string} {model_path}")
-        except IOError:
+        except OSError:
             LOGGER.warning(f"Could not {logging_string} {model_path}")
             if assert_success:
                 raise

@@ -1,0 +1,11 @@
+"""Datasets: local-folder loaders for the standard retrieval benchmarks (never downloaded) and
+the embedded handwritten digits."""
+
+from .base_dataset import BaseDataset
+from .cars196 import Cars196
+from .cub import CUB
+from .digits import Digits
+from .inaturalist2018 import INaturalist2018
+from .sop import StanfordOnlineProducts
+
+__all__ = ["BaseDataset", "CUB", "Cars196", "Digits", "INaturalist2018", "StanfordOnlineProducts"]

@@ -8,7 +8,9 @@ from deepmetric.datasets import (
     CUB,
     BaseDataset,
     Cars196,
+    CSVDataset,
     Digits,
+    ImageFolderDataset,
     INaturalist2018,
     StanfordOnlineProducts,
 )
@@ -143,3 +145,33 @@ def test_digits_rejects_bad_arguments():
         Digits("validation")
     with pytest.raises(ValueError, match="protocol"):
         Digits("train", protocol="random")
+
+
+def test_image_folder(tmp_path):
+    write_image(str(tmp_path / "dog" / "1.png"), 10)
+    write_image(str(tmp_path / "cat" / "a.JPG"), 20)
+    write_image(str(tmp_path / "cat" / "b.png"), 30)
+    write(tmp_path / "cat" / "notes.txt", "not an image")
+    ds = ImageFolderDataset(str(tmp_path), transform=lambda im: im.getpixel((0, 0))[0])
+    assert ds.classes == ["cat", "dog"] and ds.labels == [0, 0, 1]
+    assert ds[2] == (10, 1)
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolderDataset(str(tmp_path), extensions=(".xyz",))
+    with pytest.raises(ValueError, match="not a folder"):
+        ImageFolderDataset(str(tmp_path / "missing"))
+
+
+def test_csv_dataset(tmp_path):
+    write_image(str(tmp_path / "img" / "x.png"), 40)
+    write(tmp_path / "list.csv", "path,label\nimg/x.png,3\n")
+    ds = CSVDataset(str(tmp_path / "list.csv"))
+    img, label = ds[0]
+    assert label == 3 and img.mode == "RGB" and img.getpixel((0, 0))[0] == 40
+    write(tmp_path / "bad.csv", "img/x.png,three\n")
+    with pytest.raises(ValueError, match=r"bad.csv:1 label must be an integer, got 'three'"):
+        CSVDataset(str(tmp_path / "bad.csv"))
+    write(tmp_path / "wide.csv", "a,1,2\n")
+    with pytest.raises(ValueError, match="2 columns"):
+        CSVDataset(str(tmp_path / "wide.csv"))
+    with pytest.raises(FileNotFoundError):
+        CSVDataset(str(tmp_path / "absent.csv"))

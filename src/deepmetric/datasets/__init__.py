@@ -3,9 +3,20 @@ the embedded handwritten digits."""
 
 from .base_dataset import BaseDataset
 from .cars196 import Cars196
+from .csv_dataset import CSVDataset
 from .cub import CUB
 from .digits import Digits
+from .image_folder import ImageFolderDataset
 from .inaturalist2018 import INaturalist2018
 from .sop import StanfordOnlineProducts
 
-__all__ = ["BaseDataset", "CUB", "Cars196", "Digits", "INaturalist2018", "StanfordOnlineProducts"]
+__all__ = [
+    "BaseDataset",
+    "CSVDataset",
+    "CUB",
+    "Cars196",
+    "Digits",
+    "ImageFolderDataset",
+    "INaturalist2018",
+    "StanfordOnlineProducts",
+]

@@ -1,0 +1,1 @@
+"""The ``deepmetric`` command: train and evaluate an embedding model from a config."""

@@ -1,0 +1,323 @@
+"""Train, evaluate and search: what the ``deepmetric`` subcommands do.
+
+A run trains with the library's ``MetricLossOnly`` trainer one epoch at a time. After every
+epoch it evaluates retrieval on the held-out split, appends a row to ``history.csv`` and writes a
+checkpoint atomically, so an interrupted run resumes from its last complete epoch. The data order
+of epoch ``e`` depends only on the seed and ``e``, so a resumed run ends with the same weights as
+an uninterrupted one.
+"""
+
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from ..utils import common_functions as c_f
+from . import components, report
+from .config import ConfigError, dump_config, load_config
+from .data import build_data
+
+CHECKPOINT_NAME = "last.pt"
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    c_f.NUMPY_RANDOM = np.random.RandomState(seed % 2**32)
+
+
+def embed(model, dataset, batch_size=512, device="cpu"):
+    """Embeddings of every item of ``dataset`` (model in eval mode, no gradients)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    chunks = []
+    with torch.no_grad():
+        for x, _ in loader:
+            chunks.append(model(x.to(device)).float().cpu())
+    return torch.cat(chunks)
+
+
+def retrieval_metrics(embeddings, labels, config):
+    """The configured metrics, each query searched against the rest of the held-out set."""
+    from ..utils.accuracy_calculator import AccuracyCalculator
+
+    evaluation = config["evaluation"]
+    try:
+        calculator = AccuracyCalculator(include=tuple(evaluation["metrics"]), k=evaluation["k"])
+    except (ValueError, AssertionError) as err:
+        raise ConfigError("evaluation.metrics", " ".join(str(err).split())) from None
+    labels = torch.as_tensor(labels)
+    result = calculator.get_accuracy(embeddings, labels, embeddings, labels, ref_includes_query=True)
+    return {name: float(value) for name, value in result.items()}
+
+
+class Run:
+    """One training run (the main one, or the zero-shot one) inside an output folder."""
+
+    def __init__(self, config, folder, zero_shot=False):
+        self.config = config
+        self.folder = folder
+        self.device = torch.device(config["device"])
+        self.data = build_data(config, zero_shot=zero_shot)
+        seed_everything(config["seed"])
+        self.model = components.build_model(config, self.data.input_shape).to(self.device)
+        embedding_size = self._embedding_size()
+        self.loss = components.build_loss(config, self.data.num_classes, embedding_size).to(self.device)
+        self.miner = components.build_miner(config)
+        params = list(self.model.parameters()) + list(self.loss.parameters())
+        self.optimizer = components.build_optimizer(config, params)
+        self.scheduler = components.build_scheduler(config, self.optimizer)
+        self.sampler = components.build_sampler(config, self.data.train_labels, config["batch_size"])
+        self.epoch = 0
+        self.checkpoint_path = os.path.join(folder, "checkpoints", CHECKPOINT_NAME)
+
+    def _embedding_size(self):
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            x = self.data.train[0][0].unsqueeze(0).to(self.device)
+            size = self.model(x).shape[1]
+        self.model.train(was_training)
+        return size
+
+    def trainer(self):
+        from ..trainers import MetricLossOnly
+
+        schedulers = {}
+        if self.scheduler is not None:
+            schedulers["trunk_scheduler_by_epoch"] = self.scheduler
+        optimizers = {"trunk_optimizer": self.optimizer}
+        mining = {"tuple_miner": self.miner} if self.miner is not None else {}
+        return MetricLossOnly(
+            models={"trunk": self.model},
+            optimizers=optimizers,
+            batch_size=self.config["batch_size"],
+            loss_funcs={"metric_loss": self.loss},
+            dataset=self.data.train,
+            mining_funcs=mining,
+            sampler=self.sampler,
+            lr_schedulers=schedulers,
+            data_device=self.device,
+            dataloader_num_workers=self.config["num_workers"],
+        )
+
+    def train_epoch(self, trainer):
+        """One epoch whose data order depends only on (seed, epoch)."""
+        self.epoch += 1
+        seed_everything(self.config["seed"] * 100003 + self.epoch)
+        trainer.train(start_epoch=self.epoch, num_epochs=self.epoch)
+        return float(trainer.losses.get("total_loss", 0.0))
+
+    def state(self):
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
+
+    def save(self):
+        from ..utils.checkpoint import save_checkpoint
+
+        os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
+        save_checkpoint(self.state(), self.checkpoint_path)
+
+    def restore(self):
+        """Load the last complete checkpoint; returns False when there is none."""
+        from ..utils.checkpoint import load_checkpoint
+
+        if not os.path.exists(self.checkpoint_path):
+            return False
+        state = load_checkpoint(self.checkpoint_path)
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        return True
+
+    def held_out_embeddings(self):
+        return embed(self.model, self.data.test, device=self.device)
+
+
+def train_command(config_path, output, resume=False, seed=None, epochs=None, log=print):
+    """``deepmetric train``: returns the metrics dict that was written to metrics.json."""
+    overrides = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    resolved_path = os.path.join(output, "config.yaml")
+    if resume:
+        if not os.path.isfile(resolved_path):
+            raise ConfigError(None, f"--resume: {resolved_path!r} does not exist; nothing to resume")
+        config = load_config(resolved_path, overrides)
+    else:
+        config = load_config(config_path, overrides)
+    os.makedirs(output, exist_ok=True)
+    dump_config(config, resolved_path)
+    started = time.time()
+    sections = [("held_out", output, False)]
+    if config["evaluation"]["zero_shot"] and config["dataset"]["name"] == "Digits":
+        sections.append(("zero_shot", os.path.join(output, "zero_shot"), True))
+    results = {}
+    for name, folder, zero_shot in sections:
+        results[name] = _train_section(config, folder, zero_shot, resume, log, label=name)
+    results["seconds"] = round(time.time() - started, 1)
+    report.write_json(os.path.join(output, "metrics.json"), results)
+    _write_report(output, config, results)
+    log(f"report: {os.path.join(output, 'report.md')}")
+    return results
+
+
+def _train_section(config, folder, zero_shot, resume, log, label):
+    os.makedirs(folder, exist_ok=True)
+    run = Run(config, folder, zero_shot=zero_shot)
+    baseline = retrieval_metrics(run.data.raw_test_inputs(), run.data.test_labels, config)
+    history = os.path.join(folder, "history.csv")
+    if resume and run.restore():
+        log(f"[{label}] resumed after epoch {run.epoch}")
+    elif os.path.exists(history):
+        os.remove(history)
+    trainer = run.trainer()
+    while run.epoch < config["epochs"]:
+        loss = run.train_epoch(trainer)
+        metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
+        run.save()
+        report.append_csv_row(history, {"epoch": run.epoch, "loss": loss, **metrics})
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        log(f"[{label}] epoch {run.epoch}/{config['epochs']}  loss {loss:.4f}  {shown}")
+    embeddings = run.held_out_embeddings()
+    trained = retrieval_metrics(embeddings, run.data.test_labels, config)
+    torch.save({"embeddings": embeddings, "labels": torch.as_tensor(run.data.test_labels)},
+               os.path.join(folder, "embeddings.pt"))
+    _pictures(run, embeddings, folder, label)
+    return {"baseline_raw_inputs": baseline, "trained": trained, "epochs": run.epoch}
+
+
+def _pictures(run, embeddings, folder, label):
+    labels = run.data.test_labels
+    report.plot_embeddings(embeddings.numpy(), labels, os.path.join(folder, "embeddings.png"),
+                           f"held-out embeddings ({label})", seed=run.config["seed"])
+    sims = torch.nn.functional.normalize(embeddings, dim=1) @ torch.nn.functional.normalize(
+        embeddings, dim=1).t()
+    sims.fill_diagonal_(-2.0)
+    neighbours = sims.topk(6, dim=1).indices.numpy()
+    rng = np.random.RandomState(run.config["seed"])
+    queries = rng.choice(len(labels), size=min(8, len(labels)), replace=False)
+    report.plot_retrieval(queries, neighbours[queries], labels, run.data.test_image,
+                          os.path.join(folder, "retrieval.png"), f"nearest neighbours ({label})")
+
+
+def _write_report(output, config, results):
+    lines = [
+        "# deepmetric run report",
+        "",
+        f"Dataset `{config['dataset']['name']}`, model `{config['model']['name']}`, loss "
+        f"`{config['loss']['name']}`, {config['epochs']} epochs, seed {config['seed']}; "
+        f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`.",
+        "",
+    ]
+    titles = {
+        "held_out": "Held-out images of every class",
+        "zero_shot": "Zero-shot: train on digits 0-4, retrieve unseen digits 5-9",
+    }
+    for name in ("held_out", "zero_shot"):
+        if name not in results:
+            continue
+        section = results[name]
+        prefix = "" if name == "held_out" else "zero_shot/"
+        lines += [
+            f"## {titles[name]}",
+            "",
+            "Each held-out item is a query against the other held-out items. The baseline embeds the "
+            "raw inputs (no training), so the difference is what training bought.",
+            "",
+            report.metrics_table({"raw inputs (baseline)": section["baseline_raw_inputs"],
+                                  "trained model": section["trained"]}),
+            "",
+            f"Per-epoch loss and metrics: `{prefix}history.csv`.",
+            "",
+            f"![embeddings]({prefix}embeddings.png)",
+            "",
+            f"![retrieval]({prefix}retrieval.png)",
+            "",
+            "In the gallery each row is a query followed by its five nearest neighbours; wrong "
+            "matches are framed in red.",
+            "",
+        ]
+    with open(os.path.join(output, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def evaluate_command(output, log=print):
+    """``deepmetric evaluate``: re-embed the held-out split with the saved model, recompute."""
+    config = _saved_config(output)
+    run = Run(config, output)
+    if not run.restore():
+        raise ConfigError(None, f"no checkpoint in {os.path.dirname(run.checkpoint_path)!r}")
+    metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
+    report.write_json(os.path.join(output, "evaluation.json"), metrics)
+    for k, v in metrics.items():
+        log(f"{k}: {v:.4f}")
+    return metrics
+
+
+def search_command(output, queries, k=5, log=print):
+    """``deepmetric search``: nearest held-out items for each query (an index or a file)."""
+    config = _saved_config(output)
+    run = Run(config, output)
+    if not run.restore():
+        raise ConfigError(None, f"no checkpoint in {os.path.dirname(run.checkpoint_path)!r}")
+    reference = run.held_out_embeddings()
+    inputs = torch.stack([_query_input(run, q) for q in queries])
+    run.model.eval()
+    with torch.no_grad():
+        query_emb = run.model(inputs.to(run.device)).float().cpu()
+    sims = torch.nn.functional.normalize(query_emb, dim=1) @ torch.nn.functional.normalize(
+        reference, dim=1).t()
+    for q, raw in zip(queries, sims):
+        if str(q).isdigit():
+            raw[int(q)] = -2.0  # a held-out item is not its own neighbour
+        top = raw.topk(min(k, len(raw)))
+        log(f"query {q}:")
+        for rank, (score, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+            log(f"  {rank}. item {idx}  label {run.data.test_labels[idx]}  cosine {score:.4f}")
+    return sims
+
+
+def _query_input(run, query):
+    if str(query).isdigit():
+        index = int(query)
+        if index >= len(run.data.test):
+            raise ConfigError(None, f"query index {index} is out of range (held-out size {len(run.data.test)})")
+        return run.data.test[index][0]
+    if not os.path.isfile(query):
+        raise ConfigError(None, f"query {query!r} is neither a held-out index nor an existing file")
+    if run.data.name == "Digits":
+        values = np.loadtxt(query, dtype=np.float32).reshape(-1)
+        if values.size != 64:
+            raise ConfigError(None, f"query file {query!r} must hold 64 pixel values, got {values.size}")
+        return torch.from_numpy(values)
+    from PIL import Image
+
+    from .data import ImageToTensor
+
+    return ImageToTensor(config_image_size(run.config))(Image.open(query))
+
+
+def config_image_size(config):
+    args = config["dataset"].get("args") or {}
+    return args.get("image_size", 64)
+
+
+def _saved_config(output):
+    path = os.path.join(output, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(None, f"{path!r} does not exist: train a run into {output!r} first")
+    return load_config(path)

@@ -104,7 +104,8 @@ def parse_component(entry, key):
     allowed = {"name", "args"} | (set(LOSS_PARTS) if key == "loss" else set())
     unknown = set(entry) - allowed
     if unknown:
-        raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        allowed_text = ", ".join(sorted(allowed))
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {allowed_text}")
     args = entry.get("args") or {}
     if not isinstance(args, dict):
         raise ConfigError(f"{key}.args", f"must be a mapping of argument names to values, got {args!r}")

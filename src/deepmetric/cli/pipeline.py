@@ -295,7 +295,8 @@ def _query_input(run, query):
     if str(query).isdigit():
         index = int(query)
         if index >= len(run.data.test):
-            raise ConfigError(None, f"query index {index} is out of range (held-out size {len(run.data.test)})")
+            size = len(run.data.test)
+            raise ConfigError(None, f"query index {index} is out of range (held-out size {size})")
         return run.data.test[index][0]
     if not os.path.isfile(query):
         raise ConfigError(None, f"query {query!r} is neither a held-out index nor an existing file")

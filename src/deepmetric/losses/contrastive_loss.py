@@ -4,8 +4,10 @@ Mapping", CVPR 2006)."""
 import torch
 
 from ..reducers import AvgNonZeroReducer
+from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
+from .reduction_shortcut import plain_reduction_for, reduce_masked
 
 
 class ContrastiveLoss(GenericPairLoss):
@@ -15,6 +17,9 @@ class ContrastiveLoss(GenericPairLoss):
     For a similarity the roles flip: ``pos = [pos_margin - s_ap]+``, ``neg = [s_an - neg_margin]+``
     (then sensible margins are pos 1, neg 0). Sub-losses ``pos_loss`` and ``neg_loss`` are each
     reduced (default: mean of the non-zero terms) and summed.
+
+    With labels, no miner and mean/sum/threshold reducers the pair losses are reduced straight
+    from the distance matrix under the label masks, without listing the pairs.
     """
 
     def __init__(self, pos_margin=0, neg_margin=1, **kwargs):
@@ -22,6 +27,22 @@ class ContrastiveLoss(GenericPairLoss):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
         self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
+        if indices_tuple is not None or labels is None or None in reductions:
+            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        masks = self.label_masks(labels, ref_labels)
+        if masks is None:
+            return self.zero_losses()
+        pos_mask, neg_mask = masks
+        mat = self.distance(embeddings, ref_emb)
+        pos_reduction, neg_reduction = reductions
+        return {
+            "pos_loss": reduce_masked(self.pos_calc(mat, self.pos_margin), pos_mask, pos_reduction),
+            "neg_loss": reduce_masked(self.neg_calc(mat, self.neg_margin), neg_mask, neg_reduction),
+        }
 
     def _compute_loss(self, pos_pair_dist, neg_pair_dist, indices_tuple):
         pos_loss, neg_loss = 0, 0

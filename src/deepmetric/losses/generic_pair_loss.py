@@ -34,10 +34,19 @@ class GenericPairLoss(BaseMetricLossFunction):
         mat = self.distance(embeddings, ref_emb)
         return self.loss_method(mat, indices_tuple)
 
-    def _loss_from_label_masks(self, embeddings, labels, ref_emb, ref_labels):
+    @staticmethod
+    def label_masks(labels, ref_labels):
+        """Positive and negative masks, or ``None`` when each holds at most one pair (zero loss)."""
         pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
-        if int(pos_mask.sum()) <= 1 and int(neg_mask.sum()) <= 1:
+        if int(torch.count_nonzero(pos_mask)) <= 1 and int(torch.count_nonzero(neg_mask)) <= 1:
+            return None
+        return pos_mask, neg_mask
+
+    def _loss_from_label_masks(self, embeddings, labels, ref_emb, ref_labels):
+        masks = self.label_masks(labels, ref_labels)
+        if masks is None:
             return self.zero_losses()
+        pos_mask, neg_mask = masks
         mat = self.distance(embeddings, ref_emb)
         if self.loss_method == self.mat_based_loss:
             return self._compute_loss(mat, pos_mask.to(mat.dtype), neg_mask.to(mat.dtype))

@@ -7,6 +7,8 @@ collects statistics) gets the per-tuple path, so results never depend on which p
 
 from dataclasses import dataclass
 
+import torch
+
 from ..reducers import (
     AvgNonZeroReducer,
     MeanReducer,
@@ -55,3 +57,18 @@ def plain_reduction_for(loss, sub_loss_name="loss"):
     if kind is ThresholdReducer:
         return PlainReduction("mean", low=reducer.low, high=reducer.high)
     return None
+
+
+def reduce_masked(losses, mask, reduction):
+    """Reduce the entries of the dense ``losses`` matrix where ``mask`` is True, without listing
+    them. Returns a loss-dict entry: ``already_reduced``, or the zero entry when nothing is kept.
+    """
+    kept = reduction.keep(losses)
+    kept = mask if kept is None else kept & mask
+    count = int(torch.count_nonzero(kept))
+    if count == 0:
+        return {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
+    total = torch.sum(torch.where(kept, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)))
+    if reduction.kind == "mean":
+        total = total / count
+    return {"losses": total, "indices": None, "reduction_type": "already_reduced"}

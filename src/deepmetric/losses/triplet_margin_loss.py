@@ -118,7 +118,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
             kept = reduction.keep(losses)
             kept = valid if kept is None else kept & valid
             value += torch.sum(torch.where(kept, losses, 0).to(acc_dtype))
-            count += int(kept.sum())
+            count += int(torch.count_nonzero(kept))
             slope = torch.where(kept, self._per_triplet_slope(violation), 0)
             coef[s:e].scatter_add_(1, pos_idx[s:e], sign * slope.sum(dim=2))
             coef[s:e] -= sign * slope.sum(dim=1)

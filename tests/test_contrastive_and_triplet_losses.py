@@ -83,6 +83,24 @@ def test_contrastive_per_sub_loss_reducers():
     assert loss(emb, labels).item() == pytest.approx(pos + neg, rel=1e-6)
 
 
+@pytest.mark.parametrize("reducer", [AvgNonZeroReducer(), MeanReducer(), SumReducer(),
+                                     ThresholdReducer(low=0.1, high=0.9)], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("distance", [LpDistance(), CosineSimilarity()], ids=lambda d: type(d).__name__)
+def test_contrastive_dense_path_equals_per_pair_path(reducer, distance, dtype):
+    torch.manual_seed(7)
+    emb = torch.randn(20, 6, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, 4, (20,))
+    margins = {"pos_margin": 1, "neg_margin": 0} if distance.is_inverted else {}
+    loss = ContrastiveLoss(reducer=reducer, distance=distance, **margins)
+    dense = loss(emb, labels)
+    (g_dense,) = torch.autograd.grad(dense, emb)
+    listed = loss(emb, labels, indices_tuple=lmu.get_all_pairs_indices(labels))
+    (g_listed,) = torch.autograd.grad(listed, emb)
+    rtol, atol = tolerance(dtype)
+    torch.testing.assert_close(dense, listed, rtol=rtol * 10, atol=atol * 10)
+    torch.testing.assert_close(g_dense, g_listed, rtol=rtol * 10, atol=atol * 10)
+
+
 # ---------------------------------------------------------------- TripletMarginLoss
 
 TRIPLET_TERMS = [  # (anchor, positive, negative): d_ap - d_an + 0.1

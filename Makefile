@@ -8,7 +8,7 @@ STAMP := $(VENV)/.deepmetric-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench lint fuzz clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+
+# The property-based suite with many more examples than CI runs.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/test_properties.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

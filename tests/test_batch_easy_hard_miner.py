@@ -56,7 +56,7 @@ def test_allowed_ranges_are_inclusive():
 def test_anchor_without_eligible_negative_is_dropped():
     # Semihard negative for anchor 5 (at -5): its hardest positive is 2 (d 8), no negative beyond 8.
     miner = BatchEasyHardMiner("hard", "semihard", distance=raw_l2())
-    a1, p, a2, n = miner(line(*POINTS), LABELS)
+    a1, _p, a2, _n = miner(line(*POINTS), LABELS)
     assert torch.equal(a1, a2) and 5 not in a1.tolist()
 
 
@@ -100,7 +100,7 @@ def test_batch_hard_returns_triplets(dtype):
 
 
 def test_batch_hard_skips_elements_without_positive():
-    a, p, n = BatchHardMiner()(torch.randn(4, 3), torch.tensor([0, 0, 1, 2]))
+    a, _p, _n = BatchHardMiner()(torch.randn(4, 3), torch.tensor([0, 0, 1, 2]))
     assert sorted(a.tolist()) == [0, 1]
 
 

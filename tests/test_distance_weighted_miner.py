@@ -25,7 +25,7 @@ def test_negatives_beyond_nonzero_loss_cutoff_are_never_drawn():
     emb, labels = _batch(torch.float64)
     miner = DistanceWeightedMiner(nonzero_loss_cutoff=1.0)
     torch.manual_seed(0)
-    a, p, n = miner(emb, labels)
+    a, _p, n = miner(emb, labels)
     d = miner.distance(emb)[a, n]
     assert len(a) > 0 and bool((d < 1.0).all())
 
@@ -39,13 +39,13 @@ def test_closer_negatives_are_more_likely_in_low_dimension():
     counts = torch.zeros(4)
     miner = DistanceWeightedMiner(cutoff=0.1, nonzero_loss_cutoff=2.1)
     for _ in range(200):
-        a, p, n = miner(emb, labels)
+        a, _p, n = miner(emb, labels)
         counts += torch.bincount(n[a == 0], minlength=4)
     assert counts[2] > counts[3]
 
 
 def test_one_class_gives_no_triplets():
-    a, p, n = DistanceWeightedMiner()(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+    a, _p, _n = DistanceWeightedMiner()(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
     assert len(a) == 0
 
 

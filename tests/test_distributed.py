@@ -168,7 +168,7 @@ def test_helpers_without_process_group():
 def test_get_indices_tuple_removes_each_anchors_own_copy():
     labels = torch.tensor([0, 1])
     ref_labels = torch.tensor([0, 1, 0, 1])  # local rows first, then another rank's
-    a1, p, a2, n = dist_utils.get_indices_tuple(labels, ref_labels)
+    a1, p, a2, _n = dist_utils.get_indices_tuple(labels, ref_labels)
     # (0, 0) and (1, 1) are self-pairs; the positives left are (0, 2) and (1, 3).
     assert sorted(zip(a1.tolist(), p.tolist())) == [(0, 2), (1, 3)]
     assert len(a2) == 4

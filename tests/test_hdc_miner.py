@@ -29,14 +29,14 @@ def test_keeps_the_hardest_fraction_hardest_first(dtype):
 
 
 def test_count_rounds_up():
-    a1, p, a2, n = HDCMiner(filter_percentage=0.2, distance=raw_l2())(line(*POINTS), LABELS)
+    a1, _p, _a2, _n = HDCMiner(filter_percentage=0.2, distance=raw_l2())(line(*POINTS), LABELS)
     assert len(a1) == math.ceil(0.2 * 6) == 2
 
 
 def test_similarity_selects_smallest_positives():
     miner = HDCMiner(filter_percentage=0.2, distance=DotProductSimilarity(normalize_embeddings=False))
     # dot products of class 0 (1, 2, 3): 2, 3, 6 ; the least similar pair is (0, 1), s = 2.
-    a1, p, a2, n = miner(line(1, 2, 3, -1), LABELS)
+    a1, p, _a2, _n = miner(line(1, 2, 3, -1), LABELS)
     assert sorted(_pairs(a1, p)) == [(0, 1), (1, 0)]
     assert miner.should_select_largest("neg") and not miner.should_select_largest("pos")
 

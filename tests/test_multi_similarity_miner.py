@@ -33,7 +33,7 @@ def test_hand_checked_distance():
 
 def test_output_is_grouped_by_anchor():
     emb, labels = random_batch(30, 4, 3, torch.float32)
-    a1, p, a2, n = MultiSimilarityMiner(epsilon=0.5)(emb, labels)
+    a1, _p, a2, _n = MultiSimilarityMiner(epsilon=0.5)(emb, labels)
     assert torch.equal(a1, a1.sort().values) and torch.equal(a2, a2.sort().values)
 
 
@@ -43,7 +43,7 @@ def test_one_class_gives_empty_tuples():
 
 
 def test_anchor_without_positive_gets_no_negatives():
-    a1, p, a2, n = MultiSimilarityMiner(epsilon=10)(torch.randn(4, 3), torch.tensor([0, 0, 1, 2]))
+    _a1, _p, a2, _n = MultiSimilarityMiner(epsilon=10)(torch.randn(4, 3), torch.tensor([0, 0, 1, 2]))
     assert set(a2.tolist()) == {0, 1}
 
 

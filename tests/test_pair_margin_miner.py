@@ -30,7 +30,7 @@ def test_similarity_reverses_the_comparisons():
 
 
 def test_no_positive_pairs_gives_empty_positives():
-    a1, p, a2, n = PairMarginMiner(neg_margin=10)(torch.randn(3, 2), torch.tensor([0, 1, 2]))
+    a1, p, a2, _n = PairMarginMiner(neg_margin=10)(torch.randn(3, 2), torch.tensor([0, 1, 2]))
     assert len(a1) == len(p) == 0 and len(a2) == 6
 
 

@@ -58,7 +58,7 @@ def test_stats_are_means_over_all_triplets():
 
 def test_stats_are_nan_without_triplets():
     miner = TripletMarginMiner(collect_stats=True)
-    a, p, n = miner(torch.randn(3, 2), torch.tensor([0, 1, 2]))
+    a, _p, _n = miner(torch.randn(3, 2), torch.tensor([0, 1, 2]))
     assert len(a) == 0 and math.isnan(miner.avg_triplet_margin)
 
 

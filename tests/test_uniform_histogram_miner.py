@@ -12,7 +12,7 @@ def test_hand_checked_bins(dtype):
     torch.manual_seed(0)
     miner = UniformHistogramMiner(num_bins=3, pos_per_bin=5, neg_per_bin=2, distance=raw_l2())
     emb = line(0, 1, 4, 10, dtype=dtype)
-    a1, p, a2, n = miner(emb, torch.tensor([0, 0, 0, 1]))
+    a1, p, a2, _n = miner(emb, torch.tensor([0, 0, 0, 1]))
     d = (emb[a1] - emb[p]).abs().flatten()
     assert len(a1) == 10  # two non-empty bins x 5 draws, in bin order
     assert bool((d[:5] == 1).all()) and bool((d[5:] >= 3).all())
@@ -23,7 +23,7 @@ def test_hand_checked_bins(dtype):
 def test_draws_cover_each_bin_uniformly_with_replacement():
     torch.manual_seed(0)
     miner = UniformHistogramMiner(num_bins=1, pos_per_bin=3000, neg_per_bin=1, distance=raw_l2())
-    a1, p, a2, n = miner(line(0, 1, 4, 10), torch.tensor([0, 0, 0, 1]))
+    a1, p, _a2, _n = miner(line(0, 1, 4, 10), torch.tensor([0, 0, 0, 1]))
     counts = torch.bincount(a1 * 4 + p, minlength=16).float()
     nonzero = counts[counts > 0]
     assert len(nonzero) == 6  # all six positive pairs are drawn
@@ -32,13 +32,13 @@ def test_draws_cover_each_bin_uniformly_with_replacement():
 
 def test_identical_values_all_land_in_the_last_bin():
     miner = UniformHistogramMiner(num_bins=4, pos_per_bin=2, neg_per_bin=2, distance=raw_l2())
-    a1, p, a2, n = miner(line(0, 1, 0, 1), torch.tensor([0, 1, 0, 1]))
+    a1, _p, a2, _n = miner(line(0, 1, 0, 1), torch.tensor([0, 1, 0, 1]))
     # positive distances are all 0: one (last) bin is non-empty -> 2 draws
     assert len(a1) == 2 and len(a2) == 2
 
 
 def test_empty_sets_stay_empty():
-    a1, p, a2, n = UniformHistogramMiner()(torch.randn(3, 2), torch.tensor([0, 1, 2]))
+    a1, p, a2, _n = UniformHistogramMiner()(torch.randn(3, 2), torch.tensor([0, 1, 2]))
     assert len(a1) == len(p) == 0 and len(a2) > 0
 
 
@@ -86,7 +86,7 @@ def test_same_bin_sequence_as_reference(dtype):
     for (i, j), mask in (((0, 1), pos_mask), ((2, 3), ~same)):
         edges = miner.get_bins(mat[mask])
 
-        def bin_sequence(a, b):
+        def bin_sequence(a, b, edges=edges):
             return torch.bucketize(mat[a, b], edges[1:-1], right=True).tolist()
 
         assert len(out[i]) == len(ref[i]) > 0

@@ -5,8 +5,8 @@ Run from the repository root:
     PYTHONPATH=src python -m benchmarks.miners [--update-docs]
 
 Every measurement runs in a fresh subprocess (one thread, address space capped at
-``--memory-cap-gb`` so that a runaway cannot take the machine down, wall time capped at
-``--time-cap``). Extra memory is the peak resident set size (``getrusage``) during the first
+``--memory-cap-gb``, default 4 GB, so that a runaway cannot take the shared machine down;
+wall time capped at ``--time-cap``). Extra memory is the peak resident set size (``getrusage``) during the first
 call minus the peak before it. Time is the median of repeated calls after that first call.
 
 Inputs: float32, D=128, 8 samples per class, clustered like a partly trained model (class
@@ -217,7 +217,7 @@ def main():
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update-docs", action="store_true")
-    parser.add_argument("--memory-cap-gb", type=float, default=6.0)
+    parser.add_argument("--memory-cap-gb", type=float, default=4.0)
     parser.add_argument("--time-cap", type=float, default=120.0)
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls")
     parser.add_argument("--only", nargs="*", help="row names to run")

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from _miner_helpers import reference_miner
+from conftest import requires_reference
 
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.miners import DistanceWeightedMiner
@@ -59,3 +61,44 @@ def test_hyperparameters_recorded_as_floats():
 def test_other_distances_are_rejected(distance):
     with pytest.raises(ArgumentError, match="DistanceWeightedMiner requires"):
         DistanceWeightedMiner(distance=distance)
+
+
+def test_sampler_follows_the_weights_and_excludes_the_anchor():
+    from deepmetric.miners.distance_weighted_miner import sample_triplets
+
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    weights = torch.zeros(5, 5)
+    weights[:3, 3], weights[:3, 4] = 1.0, 3.0  # class-0 anchors: negative 4 three times as likely
+    torch.manual_seed(0)
+    a_all, p_all, n_all = [], [], []
+    for _ in range(400):
+        a, p, n = sample_triplets(labels, labels, weights, same_set=True)
+        a_all.append(a), p_all.append(p), n_all.append(n)
+    a, p, n = torch.cat(a_all), torch.cat(p_all), torch.cat(n_all)
+    # Rows 3 and 4 have zero weights: no triplets. Rows 0-2: 3 triplets each (class size).
+    assert set(a.tolist()) == {0, 1, 2} and len(a) == 400 * 9
+    assert bool((a != p).all()) and bool((labels[p] == 0).all())
+    assert abs(float((n == 4).float().mean()) - 0.75) < 0.03
+    # Positives uniform over the two other members: about half each for anchor 0.
+    assert abs(float((p[a == 0] == 1).float().mean()) - 0.5) < 0.05
+
+
+def test_sampler_with_a_separate_reference_set():
+    from deepmetric.miners.distance_weighted_miner import sample_triplets
+
+    labels, ref_labels = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1, 0])
+    weights = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.float32)
+    a, p, n = sample_triplets(labels, ref_labels, weights, same_set=False)
+    # anchor 0: 2 members of class 0 in the reference; anchor 1: 2; anchor 2 has no positive.
+    assert sorted(a.tolist()) == [0, 0, 1, 1]
+    assert bool((labels[a] == ref_labels[p]).all()) and bool((labels[a] != ref_labels[n]).all())
+
+
+@requires_reference
+def test_same_triplet_count_and_anchor_set_as_reference(dtype):
+    emb, labels = _batch(dtype, n=40, d=16)
+    torch.manual_seed(0)
+    out = DistanceWeightedMiner(nonzero_loss_cutoff=1.6)(emb, labels)
+    ref = reference_miner("DistanceWeightedMiner", nonzero_loss_cutoff=1.6)(emb, labels)
+    assert len(out[0]) == len(ref[0]) > 0
+    assert sorted(out[0].tolist()) == sorted(ref[0].tolist())

@@ -4,7 +4,6 @@ import torch
 
 from ..distances import LpDistance
 from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
 from .base_miner import BaseMiner, empty_indices
 
 
@@ -47,6 +46,46 @@ class DistanceWeightedMiner(BaseMiner):
         weights = torch.exp(log_weights - finite_values.max())
         weights = weights * (different_class & (mat < self.nonzero_loss_cutoff))
         weights = weights.masked_fill(not_finite, 0)
-        # Rows with no candidate become NaN and are skipped by the sampler.
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        return lmu.get_random_triplet_indices(labels, ref_labels=ref_labels, weights=weights)
+        return sample_triplets(labels, ref_labels, weights, same_set=embeddings is ref_emb)
+
+
+def sample_triplets(labels, ref_labels, weights, same_set):
+    """As many triplets per anchor as its class has members in the reference set: positives
+    uniform among the anchor's positives, negatives drawn in proportion to ``weights``.
+
+    The same distribution as ``lmu.get_random_triplet_indices(..., weights=...)``, drawn for all
+    anchors at once (inverse CDF per row) instead of one ``multinomial`` per class. Anchors
+    without a positive, or whose weights are all zero, get no triplet.
+    """
+    device = labels.device
+    order = torch.argsort(ref_labels, stable=True)
+    sorted_labels = ref_labels[order]
+    start = torch.searchsorted(sorted_labels, labels)
+    class_size = torch.searchsorted(sorted_labels, labels, right=True) - start
+    num_positives = class_size - 1 if same_set else class_size
+    cdf = torch.cumsum(weights.double(), dim=1)
+    total = cdf[:, -1]
+    valid = (num_positives > 0) & (total > 0)
+    anchors = torch.where(valid)[0]
+    if len(anchors) == 0:
+        return empty_indices(device, 3)
+    per_anchor = class_size[anchors]
+    slots = int(per_anchor.max())
+    # Draw `slots` candidates per anchor and keep the first `class_size` of each row.
+    keep = torch.arange(slots, device=device).unsqueeze(0) < per_anchor.unsqueeze(1)
+    u = torch.rand((len(anchors), slots), dtype=torch.float64, device=device)
+    negatives = torch.searchsorted(cdf[anchors], u * total[anchors].unsqueeze(1), right=True)
+    negatives = negatives.clamp(max=weights.shape[1] - 1)
+    rank = (
+        torch.rand((len(anchors), slots), device=device) * num_positives[anchors].unsqueeze(1)
+    ).long()
+    rank = torch.minimum(rank, num_positives[anchors].unsqueeze(1) - 1)
+    if same_set:
+        # Skip the anchor's own position inside its class's block of the sorted order.
+        own = torch.empty_like(order)
+        own[order] = torch.arange(len(order), device=device)
+        own_rank = (own[anchors] - start[anchors]).unsqueeze(1)
+        rank = rank + (rank >= own_rank).long()
+    positives = order[start[anchors].unsqueeze(1) + rank]
+    a = anchors.unsqueeze(1).expand(-1, slots)
+    return a[keep], positives[keep], negatives[keep]

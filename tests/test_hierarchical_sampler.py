@@ -77,3 +77,11 @@ def test_bad_arguments(kwargs, message):
 def test_one_dimensional_labels_are_rejected():
     with pytest.raises(ValueError, match="2-D"):
         HierarchicalSampler(np.arange(10), 4, 2)
+
+
+def test_seeded_runs_are_reproducible(monkeypatch):
+    def run(seed):
+        monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(seed))
+        return list(HierarchicalSampler(_labels(), 8, 2))
+
+    assert run(1) == run(1) and run(1) != run(2)

@@ -10,11 +10,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from deepmetric import losses, miners
+from deepmetric.samplers import MPerClassSampler
 from deepmetric.utils import distributed as dist_utils
 
 WORLD_SIZE = 2
 # Rank r embeds INPUT_ROWS[r] rows (different sizes on purpose); together they form the global batch.
 INPUT_ROWS = [(0, 6), (6, 10)]
+DTYPES = [torch.float32, torch.float64]
 
 
 def _free_port():
@@ -64,40 +66,57 @@ def _step(model, x, labels, loss_fn, miner):
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def _worker(rank, port, out_path, dtype):
+def _worker(rank, port, out_path):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
     try:
-        x, labels = _data(dtype)
         start, end = INPUT_ROWS[rank]
-        results = {}
-        for name, (make_loss, make_miner, efficient) in _cases().items():
-            model = _model(dtype)
-            loss_fn = dist_utils.DistributedLossWrapper(make_loss(), efficient=efficient)
-            miner = None
-            if make_miner is not None:
-                miner = dist_utils.DistributedMinerWrapper(make_miner(), efficient=efficient)
-            loss, grads = _step(model, x[start:end], labels[start:end], loss_fn, miner)
-            # What DistributedDataParallel does: average the gradients over processes.
-            for g in grads:
-                dist.all_reduce(g)
-                g /= WORLD_SIZE
-            results[name] = (loss, grads)
-        gathered = dist_utils.all_gather(x[start:end] * 0 + rank)
-        results["gathered_other_rank"] = gathered
+        results = {dtype: _run_cases(rank, start, end, dtype) for dtype in DTYPES}
+        # A sampler built inside the process group takes its world size and rank from it.
+        sampler = MPerClassSampler(
+            [i % 5 for i in range(40)], m=2, batch_size=4, length_before_new_iter=80
+        )
+        shares = [None] * WORLD_SIZE
+        dist.all_gather_object(shares, (sampler.num_replicas, sampler.rank, list(sampler)))
+        results["sampler_shares"] = shares
         if rank == 0:
             torch.save(results, out_path)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module", params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def two_process_results(request, tmp_path_factory):
+def _run_cases(rank, start, end, dtype):
+    x, labels = _data(dtype)
+    results = {}
+    for name, (make_loss, make_miner, efficient) in _cases().items():
+        model = _model(dtype)
+        loss_fn = dist_utils.DistributedLossWrapper(make_loss(), efficient=efficient)
+        miner = None
+        if make_miner is not None:
+            miner = dist_utils.DistributedMinerWrapper(make_miner(), efficient=efficient)
+        loss, grads = _step(model, x[start:end], labels[start:end], loss_fn, miner)
+        # What DistributedDataParallel does: average the gradients over processes.
+        for g in grads:
+            dist.all_reduce(g)
+            g /= WORLD_SIZE
+        results[name] = (loss, grads)
+    results["gathered_other_rank"] = dist_utils.all_gather(x[start:end] * 0 + rank)
+    return results
+
+
+@pytest.fixture(scope="module")
+def _all_results(tmp_path_factory):
+    # One pair of processes runs every case in both dtypes (process start-up dominates).
     out_path = str(tmp_path_factory.mktemp("dist") / "results.pt")
-    mp.spawn(_worker, args=(_free_port(), out_path, request.param), nprocs=WORLD_SIZE, join=True)
-    return request.param, torch.load(out_path)
+    mp.spawn(_worker, args=(_free_port(), out_path), nprocs=WORLD_SIZE, join=True)
+    return torch.load(out_path)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def two_process_results(request, _all_results):
+    return request.param, _all_results[request.param]
 
 
 def _single_process(name, dtype):
@@ -135,6 +154,15 @@ def test_all_gather_returns_the_other_ranks_rows_only(two_process_results):
     gathered = results["gathered_other_rank"]
     assert gathered.shape == (4, 5)
     assert bool((gathered == 1).all())
+
+
+def test_m_per_class_sampler_splits_an_epoch_between_ranks(_all_results):
+    (world0, rank0, share0), (world1, rank1, share1) = _all_results["sampler_shares"]
+    assert (world0, rank0, world1, rank1) == (2, 0, 2, 1)
+    assert len(share0) == len(share1) == 40
+    batches0 = {tuple(share0[i : i + 4]) for i in range(0, 40, 4)}
+    batches1 = {tuple(share1[i : i + 4]) for i in range(0, 40, 4)}
+    assert not batches0 & batches1  # different batches of the same epoch list
 
 
 def test_loss_wrapper_without_process_group_warns_and_returns_plain_loss():

@@ -64,3 +64,12 @@ def test_matches_reference_with_ref_emb(dtype):
     out = ours("MultiSimilarityMiner")(emb, labels, ref_emb, ref_labels)
     ref = reference_miner("MultiSimilarityMiner")(emb, labels, ref_emb, ref_labels)
     assert pairs_as_sets(out) == pairs_as_sets(ref)
+
+
+@requires_reference
+def test_self_pairs_excluded_when_ref_emb_is_the_batch_as_in_reference():
+    emb, labels = random_batch(20, 8, 4, torch.float32)
+    out = ours("MultiSimilarityMiner")(emb, labels, emb, labels.clone())
+    ref = reference_miner("MultiSimilarityMiner")(emb, labels, emb, labels.clone())
+    assert not bool((out[0] == out[1]).any())
+    assert all(torch.equal(a, b) for a, b in zip(out, ref))

@@ -110,3 +110,13 @@ def test_works_with_cosine_on_half_precision():
     # Rounding may move triplets that sit at the margin; most agree.
     common = set(as_set(full)) & set(as_set(half))
     assert len(common) >= 0.9 * len(full[0])
+
+
+@requires_reference
+def test_self_pairs_follow_label_identity_as_in_reference():
+    # ref_emb is the batch but ref_labels a copy: the reference then keeps (i, i) as a positive.
+    emb, labels = random_batch(20, 8, 4, torch.float32)
+    out = ours("TripletMarginMiner", margin=0.3)(emb, labels, emb, labels.clone())
+    ref = reference_miner("TripletMarginMiner", margin=0.3)(emb, labels, emb, labels.clone())
+    assert bool((out[0] == out[1]).any())
+    assert all(torch.equal(a, b) for a, b in zip(out, ref))

@@ -6,8 +6,9 @@ import torch
 
 from ..distances import LpDistance
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from ._blocked_triplets import positive_pair_blocks, select_triplets
-from .base_miner import BaseMiner, pair_masks
+from .base_miner import BaseMiner
 
 # Triplets whose angle lies this close (radians) to the threshold are recomputed exactly.
 _RECHECK_BAND = 1e-3
@@ -46,7 +47,7 @@ class AngularMiner(BaseMiner):
         )
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        pos_mask, neg_mask = pair_masks(labels, ref_labels, embeddings, ref_emb)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         angles_of = self._angle_function(embeddings, ref_emb)
         if self.collect_stats:
             stats = _AngleStats(self.angle)

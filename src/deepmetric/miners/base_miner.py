@@ -72,11 +72,3 @@ def empty_indices(device, count):
     """``count`` empty long tensors (the result of mining nothing)."""
     return tuple(torch.empty(0, dtype=torch.long, device=device) for _ in range(count))
 
-
-def pair_masks(labels, ref_labels, embeddings, ref_emb):
-    """Positive and negative masks; self-pairs are excluded when the reference is the batch."""
-    pos = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
-    neg = ~pos
-    if embeddings is ref_emb:
-        pos.fill_diagonal_(False)
-    return pos, neg

@@ -4,6 +4,7 @@ import torch
 
 from ..distances import LpDistance
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from .base_miner import BaseMiner, empty_indices
 
 
@@ -46,7 +47,7 @@ class DistanceWeightedMiner(BaseMiner):
         weights = torch.exp(log_weights - finite_values.max())
         weights = weights * (different_class & (mat < self.nonzero_loss_cutoff))
         weights = weights.masked_fill(not_finite, 0)
-        return sample_triplets(labels, ref_labels, weights, same_set=embeddings is ref_emb)
+        return sample_triplets(labels, ref_labels, weights, same_set=lmu.is_same_set(labels, ref_labels))
 
 
 def sample_triplets(labels, ref_labels, weights, same_set):

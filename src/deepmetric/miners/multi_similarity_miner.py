@@ -4,7 +4,8 @@ import torch
 
 from ..distances import CosineSimilarity
 from ..utils import common_functions as c_f
-from .base_miner import BaseMiner, empty_indices, pair_masks
+from ..utils import loss_and_miner_utils as lmu
+from .base_miner import BaseMiner, empty_indices
 
 
 class MultiSimilarityMiner(BaseMiner):
@@ -28,9 +29,13 @@ class MultiSimilarityMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pair_masks(labels, ref_labels, embeddings, ref_emb)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         if not bool(pos_mask.any()) or not bool(neg_mask.any()):
             return empty_indices(labels.device, 4)
+        if embeddings is ref_emb:
+            # Also when the labels are separate objects, as in the reference.
+            pos_mask.fill_diagonal_(False)
+            neg_mask.fill_diagonal_(False)
         inf, neg_inf = c_f.pos_inf(mat.dtype), c_f.neg_inf(mat.dtype)
         inverted = self.distance.is_inverted
         # Non-candidates are pushed to the end that never passes the test below.

@@ -2,7 +2,8 @@
 
 import torch
 
-from .base_miner import BaseMiner, pair_masks
+from ..utils import loss_and_miner_utils as lmu
+from .base_miner import BaseMiner
 
 
 class PairMarginMiner(BaseMiner):
@@ -25,7 +26,7 @@ class PairMarginMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pair_masks(labels, ref_labels, embeddings, ref_emb)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         self.set_stats(mat, pos_mask, neg_mask)
         if self.distance.is_inverted:
             pos_mask &= mat < self.pos_margin

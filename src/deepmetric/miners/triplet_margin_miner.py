@@ -2,8 +2,9 @@
 
 import math
 
+from ..utils import loss_and_miner_utils as lmu
 from ._blocked_triplets import select_triplets
-from .base_miner import BaseMiner, pair_masks
+from .base_miner import BaseMiner
 
 
 class TripletMarginMiner(BaseMiner):
@@ -30,7 +31,7 @@ class TripletMarginMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pair_masks(labels, ref_labels, embeddings, ref_emb)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         self.set_stats(mat, pos_mask, neg_mask)
         inverted = self.distance.is_inverted
 

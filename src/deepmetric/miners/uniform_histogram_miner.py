@@ -2,7 +2,8 @@
 
 import torch
 
-from .base_miner import BaseMiner, pair_masks
+from ..utils import loss_and_miner_utils as lmu
+from .base_miner import BaseMiner
 
 
 class UniformHistogramMiner(BaseMiner):
@@ -25,7 +26,7 @@ class UniformHistogramMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pair_masks(labels, ref_labels, embeddings, ref_emb)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         a1, p = torch.where(pos_mask)
         a2, n = torch.where(neg_mask)
         if len(a1) > 0:

@@ -140,3 +140,15 @@ def test_matches_reference_with_ranges_and_ref_emb(dtype):
     out = ours("BatchHardMiner")(emb, labels, ref_emb, ref_labels)
     ref = reference_miner("BatchHardMiner")(emb, labels, ref_emb, ref_labels)
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
+
+
+def test_x_per_row_accepts_index_lists_or_a_mask():
+    miner = BatchEasyHardMiner(distance=raw_l2())
+    mat = torch.tensor([[0.0, 2.0, 5.0], [1.0, 0.0, 3.0]])
+    (values, idx), rows = miner.get_x_per_row("max", mat, torch.tensor([0, 0]), torch.tensor([0, 1]))
+    assert values[0] == 2 and idx[0] == 1 and rows.tolist() == [True, False]
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    (values_m, idx_m), rows_m = miner.get_x_per_row("max", mat, mask, None)
+    assert torch.equal(values, values_m) and torch.equal(rows, rows_m) and idx_m[0] == 1
+    (values_r, _), rows_r = miner.get_x_per_row("min", mat, mask, None, val_range=(1, 3))
+    assert values_r[0] == 2 and rows_r.tolist() == [True, False]

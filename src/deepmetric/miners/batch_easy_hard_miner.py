@@ -74,7 +74,9 @@ class BatchEasyHardMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        a1_idx, p_idx, a2_idx, n_idx = lmu.get_all_pairs_indices(labels, ref_labels)
+        # Boolean masks instead of pair lists: the selection needs no list of the N*M pairs.
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        a1_idx, p_idx, a2_idx, n_idx = pos_mask, None, neg_mask, None
         a = torch.arange(mat.size(0), device=mat.device)
 
         pos_all = self.pos_strategy == self.ALL
@@ -91,6 +93,10 @@ class BatchEasyHardMiner(BaseMiner):
             if not neg_all:
                 (neg_vals, neg_choice), neg_rows = self.get_negatives(mat, a2_idx, n_idx)
 
+        if pos_all:
+            a1_idx, p_idx = torch.where(pos_mask)
+        if neg_all:
+            a2_idx, n_idx = torch.where(neg_mask)
         if pos_all and neg_all:
             self.set_stats(mat[a1_idx, p_idx], mat[a2_idx, n_idx])
             return a1_idx, p_idx, a2_idx, n_idx
@@ -137,11 +143,16 @@ class BatchEasyHardMiner(BaseMiner):
         Eligible: listed in ``(anchor_idx, other_idx)``, inside ``val_range``, and (with
         thresholds) strictly beyond the row's threshold in the direction of the reduction.
         Rows without an eligible cell hold +-inf and are False in ``non_empty_rows``.
+        ``anchor_idx`` may instead be a boolean ``(N, M)`` mask of listed cells, with
+        ``other_idx=None`` (what ``mine`` passes, to avoid listing every pair).
         """
         if xtype not in ("min", "max"):
             raise ValueError(f"xtype must be 'min' or 'max', got {xtype!r}")
-        eligible = torch.zeros_like(mat, dtype=torch.bool)
-        eligible[anchor_idx, other_idx] = True
+        if other_idx is None:
+            eligible = anchor_idx.clone()
+        else:
+            eligible = torch.zeros_like(mat, dtype=torch.bool)
+            eligible[anchor_idx, other_idx] = True
         if semihard_thresholds is not None:
             thresholds = semihard_thresholds.unsqueeze(1)
             eligible &= mat > thresholds if xtype == "min" else mat < thresholds

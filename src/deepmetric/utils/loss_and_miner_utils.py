@@ -161,7 +161,7 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
         p_ = p_inds_[torch.arange(n_a, device=p_inds.device).repeat_interleave(k), p_]
         a_ = a_inds.repeat_interleave(k)
         if weights is not None:
-            w = weights[:, n_inds][a_]
+            w = weights[a_][:, n_inds]  # rows first: never copy the whole (N, M - n) matrix
             if w.dtype == torch.float16:
                 w = w.float()
             non_zero_rows = torch.where(torch.sum(w, dim=1) > 0)[0]

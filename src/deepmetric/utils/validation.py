@@ -19,7 +19,9 @@ def check_embeddings(x, name="embeddings", allow_empty=False):
         )
     if x.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): a batch needs at least one row")
-    if not bool(torch.isfinite(x).all()):
+    # x * 0 is 0 where x is finite and NaN where it is not; its sum cannot overflow. This is
+    # several times faster than isfinite(x).all() and runs on every loss and miner call.
+    if not bool(torch.isfinite((x.detach() * 0).sum())):
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} of {x.shape[0]} rows)")
 

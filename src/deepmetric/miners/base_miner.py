@@ -1,0 +1,74 @@
+"""The base class of every online miner: validation, reference-set handling, output checks."""
+
+import torch
+
+from ..utils import common_functions as c_f
+from ..utils.errors import require
+from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
+from ..utils.validation import check_loss_inputs
+
+
+class BaseMiner(ModuleWithRecordsAndDistance):
+    """``miner(embeddings, labels, ref_emb=None, ref_labels=None)`` -> index tuple.
+
+    A pair miner returns ``(a1, p, a2, n)``: positive pairs ``(a1[i], p[i])`` and negative
+    pairs ``(a2[j], n[j])``. A triplet miner returns ``(a, p, n)``. Anchor indices address
+    ``embeddings``; the others address ``ref_emb`` (the batch itself when not given, in which
+    case an element is never paired with itself). Mining runs under ``no_grad``.
+
+    Args:
+        collect_stats: record statistics (``None``: ``c_f.COLLECT_STATS``).
+        distance: how embeddings are compared (default: L2 distance of normalised rows).
+
+    Subclasses implement ``mine(embeddings, labels, ref_emb, ref_labels)``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_to_recordable_attributes(
+            list_of_names=["num_pos_pairs", "num_neg_pairs", "num_triplets"], is_stat=True
+        )
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        raise NotImplementedError
+
+    def output_assertion(self, output):
+        """Check the tuple's lengths and set the counters (always, whatever collect_stats)."""
+        if len(output) == 3:
+            self.num_triplets = len(output[0])
+            require(
+                len(output[1]) == self.num_triplets and len(output[2]) == self.num_triplets,
+                f"{type(self).__name__} returned triplet index lists of different lengths: "
+                f"{[len(x) for x in output]}",
+            )
+        elif len(output) == 4:
+            self.num_pos_pairs = len(output[0])
+            self.num_neg_pairs = len(output[2])
+            require(
+                len(output[1]) == self.num_pos_pairs and len(output[3]) == self.num_neg_pairs,
+                f"{type(self).__name__} returned pair index lists of mismatched lengths: "
+                f"{[len(x) for x in output]}",
+            )
+        else:
+            raise TypeError(
+                f"{type(self).__name__} must return a tuple of 3 (triplets) or 4 (pairs) index "
+                f"tensors, got {len(output)}"
+            )
+
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        self.reset_stats()
+        with torch.no_grad():
+            if labels is None:
+                raise ValueError(f"{type(self).__name__} requires labels, got None")
+            check_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+            labels = c_f.to_device(labels, embeddings)
+            ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)
+            output = self.mine(embeddings, labels, ref_emb, ref_labels)
+        self.output_assertion(output)
+        return output
+
+
+def empty_indices(device, count):
+    """``count`` empty long tensors (the result of mining nothing)."""
+    return tuple(torch.empty(0, dtype=torch.long, device=device) for _ in range(count))
+

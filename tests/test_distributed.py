@@ -1,0 +1,209 @@
+"""utils.distributed: two real gloo processes on CPU against one process on the whole batch."""
+
+import os
+import socket
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from deepmetric import losses, miners
+from deepmetric.samplers import MPerClassSampler
+from deepmetric.utils import distributed as dist_utils
+
+WORLD_SIZE = 2
+# Rank r embeds INPUT_ROWS[r] rows (different sizes on purpose); together they form the global batch.
+INPUT_ROWS = [(0, 6), (6, 10)]
+DTYPES = [torch.float32, torch.float64]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 5, generator=g, dtype=dtype)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 1])
+    return x, labels
+
+
+def _model(dtype):
+    torch.manual_seed(1)
+    return torch.nn.Linear(5, 4).to(dtype)
+
+
+def _cases():
+    """name -> (loss factory, miner factory or None, efficient)."""
+    return {
+        "contrastive": (lambda: losses.ContrastiveLoss(), None, False),
+        "triplet": (lambda: losses.TripletMarginLoss(margin=0.5), None, False),
+        "triplet_with_miner": (
+            lambda: losses.TripletMarginLoss(margin=0.5),
+            lambda: miners.TripletMarginMiner(margin=0.5),
+            False,
+        ),
+        "contrastive_with_pair_miner": (
+            lambda: losses.ContrastiveLoss(),
+            lambda: miners.PairMarginMiner(pos_margin=0.3, neg_margin=1.2),
+            False,
+        ),
+        "contrastive_efficient": (lambda: losses.ContrastiveLoss(), None, True),
+    }
+
+
+def _step(model, x, labels, loss_fn, miner):
+    """One training step's loss and parameter gradients."""
+    model.zero_grad()
+    emb = model(x)
+    indices = miner(emb, labels) if miner is not None else None
+    loss = loss_fn(emb, labels, indices)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def _worker(rank, port, out_path):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        start, end = INPUT_ROWS[rank]
+        results = {dtype: _run_cases(rank, start, end, dtype) for dtype in DTYPES}
+        # A sampler built inside the process group takes its world size and rank from it.
+        sampler = MPerClassSampler(
+            [i % 5 for i in range(40)], m=2, batch_size=4, length_before_new_iter=80
+        )
+        shares = [None] * WORLD_SIZE
+        dist.all_gather_object(shares, (sampler.num_replicas, sampler.rank, list(sampler)))
+        results["sampler_shares"] = shares
+        if rank == 0:
+            torch.save(results, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_cases(rank, start, end, dtype):
+    x, labels = _data(dtype)
+    results = {}
+    for name, (make_loss, make_miner, efficient) in _cases().items():
+        model = _model(dtype)
+        loss_fn = dist_utils.DistributedLossWrapper(make_loss(), efficient=efficient)
+        miner = None
+        if make_miner is not None:
+            miner = dist_utils.DistributedMinerWrapper(make_miner(), efficient=efficient)
+        loss, grads = _step(model, x[start:end], labels[start:end], loss_fn, miner)
+        # What DistributedDataParallel does: average the gradients over processes.
+        for g in grads:
+            dist.all_reduce(g)
+            g /= WORLD_SIZE
+        results[name] = (loss, grads)
+    results["gathered_other_rank"] = dist_utils.all_gather(x[start:end] * 0 + rank)
+    return results
+
+
+@pytest.fixture(scope="module")
+def _all_results(tmp_path_factory):
+    # One pair of processes runs every case in both dtypes (process start-up dominates).
+    out_path = str(tmp_path_factory.mktemp("dist") / "results.pt")
+    mp.spawn(_worker, args=(_free_port(), out_path), nprocs=WORLD_SIZE, join=True)
+    return torch.load(out_path)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def two_process_results(request, _all_results):
+    return request.param, _all_results[request.param]
+
+
+def _single_process(name, dtype):
+    make_loss, make_miner, _ = _cases()[name]
+    x, labels = _data(dtype)
+    miner = make_miner() if make_miner is not None else None
+    return _step(_model(dtype), x, labels, make_loss(), miner)
+
+
+@pytest.mark.parametrize(
+    "name", ["contrastive", "triplet", "triplet_with_miner", "contrastive_with_pair_miner"]
+)
+def test_loss_and_gradients_equal_single_process_on_global_batch(two_process_results, name):
+    dtype, results = two_process_results
+    dist_loss, dist_grads = results[name]
+    loss, grads = _single_process(name, dtype)
+    assert loss > 0
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    torch.testing.assert_close(dist_loss, loss * WORLD_SIZE, **tol)
+    for g_dist, g in zip(dist_grads, grads):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g_dist, g, **tol)
+
+
+def test_efficient_mode_gives_a_finite_loss_with_gradients(two_process_results):
+    _, results = two_process_results
+    loss, grads = results["contrastive_efficient"]
+    assert torch.isfinite(loss) and loss > 0
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_all_gather_returns_the_other_ranks_rows_only(two_process_results):
+    _, results = two_process_results
+    # Rank 0 sees rank 1's 4 rows (filled with 1), not its own 6.
+    gathered = results["gathered_other_rank"]
+    assert gathered.shape == (4, 5)
+    assert bool((gathered == 1).all())
+
+
+def test_m_per_class_sampler_splits_an_epoch_between_ranks(_all_results):
+    (world0, rank0, share0), (world1, rank1, share1) = _all_results["sampler_shares"]
+    assert (world0, rank0, world1, rank1) == (2, 0, 2, 1)
+    assert len(share0) == len(share1) == 40
+    batches0 = {tuple(share0[i : i + 4]) for i in range(0, 40, 4)}
+    batches1 = {tuple(share1[i : i + 4]) for i in range(0, 40, 4)}
+    assert not batches0 & batches1  # different batches of the same epoch list
+
+
+def test_loss_wrapper_without_process_group_warns_and_returns_plain_loss():
+    x, labels = _data(torch.float64)
+    wrapper = dist_utils.DistributedLossWrapper(losses.ContrastiveLoss())
+    with pytest.warns(UserWarning, match="without an initialised"):
+        out = wrapper(x, labels)
+    torch.testing.assert_close(out, losses.ContrastiveLoss()(x, labels))
+
+
+def test_miner_wrapper_without_process_group_is_the_plain_miner():
+    x, labels = _data(torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = dist_utils.DistributedMinerWrapper(miners.BatchHardMiner())(x, labels)
+    expected = miners.BatchHardMiner()(x, labels)
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
+
+
+def test_helpers_without_process_group():
+    x, labels = _data(torch.float32)
+    assert not dist_utils.is_distributed()
+    assert dist_utils.all_gather(x) is None
+    assert dist_utils.all_gather_embeddings_and_labels(x, labels) == (None, None)
+    all_emb, all_labels, local = dist_utils.gather(x, labels)
+    assert all_emb is x and all_labels is labels and local is labels
+    assert dist_utils.select_ref_or_regular(1, None) == 1
+    assert dist_utils.select_ref_or_regular(1, 2) == 2
+
+
+def test_get_indices_tuple_removes_each_anchors_own_copy():
+    labels = torch.tensor([0, 1])
+    ref_labels = torch.tensor([0, 1, 0, 1])  # local rows first, then another rank's
+    a1, p, a2, _n = dist_utils.get_indices_tuple(labels, ref_labels)
+    # (0, 0) and (1, 1) are self-pairs; the positives left are (0, 2) and (1, 3).
+    assert sorted(zip(a1.tolist(), p.tolist())) == [(0, 2), (1, 3)]
+    assert len(a2) == 4
+
+
+def test_wrappers_reject_wrong_types():
+    with pytest.raises(TypeError, match="metric loss"):
+        dist_utils.DistributedLossWrapper(torch.nn.MSELoss())
+    with pytest.raises(TypeError, match="BaseMiner"):
+        dist_utils.DistributedMinerWrapper(losses.ContrastiveLoss())

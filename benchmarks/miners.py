@@ -6,8 +6,8 @@ Run from the repository root:
 
 Every measurement runs in a fresh subprocess (one thread, address space capped at
 ``--memory-cap-gb``, default 4 GB, so that a runaway cannot take the shared machine down;
-wall time capped at ``--time-cap``). Extra memory is the peak resident set size (``getrusage``) during the first
-call minus the peak before it. Time is the median of repeated calls after that first call.
+wall time capped at ``--time-cap``). Extra memory is the peak resident set size (``getrusage``)
+during the first call minus the peak before it. Time is the median of repeated calls after that first call.
 
 Inputs: float32, D=128, 8 samples per class, clustered like a partly trained model (class
 centres N(0, 1), samples = centre + 1.2 * N(0, 1)); about 8% of all triplets violate

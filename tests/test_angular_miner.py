@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 from _miner_helpers import as_set, ours, random_batch, reference_miner
-from conftest import requires_reference
 
+from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.miners import AngularMiner, _blocked_triplets
 from deepmetric.utils.errors import ArgumentError

@@ -1,8 +1,8 @@
 import pytest
 import torch
 from _miner_helpers import reference_miner
-from conftest import requires_reference
 
+from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.miners import DistanceWeightedMiner
 from deepmetric.utils.errors import ArgumentError

@@ -1,8 +1,8 @@
 import pytest
 import torch
 from _miner_helpers import line, ours, pairs_as_sets, random_batch, raw_l2, reference_miner
-from conftest import requires_reference
 
+from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, DotProductSimilarity
 from deepmetric.miners import MultiSimilarityMiner
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 from _miner_helpers import as_set, line, ours, random_batch, raw_l2, reference_miner
-from conftest import requires_reference
 
+from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, DotProductSimilarity
 from deepmetric.miners import TripletMarginMiner, _blocked_triplets
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 from _miner_helpers import line, raw_l2, reference_miner
-from conftest import requires_reference
 
+from conftest import requires_reference
 from deepmetric.miners import UniformHistogramMiner
 
 

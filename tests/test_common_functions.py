@@ -77,7 +77,7 @@ def test_set_logger_name_changes_logger(monkeypatch, caplog):
 
 
 def _raise_ioerror(obj, path):
-    raise IOError("disk full")
+    raise OSError("disk full")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +319,8 @@ def test_save_and_load_dict_of_models_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["embedder_5.pth", "trunk_5.pth"]
     dst = {"trunk": torch.nn.Linear(3, 2), "embedder": torch.nn.Linear(2, 2)}
     c_f.load_dict_of_models(dst, 5, str(tmp_path), "cpu")
-    for k in src:
-        for p, q in zip(src[k].parameters(), dst[k].parameters()):
+    for k, model in src.items():
+        for p, q in zip(model.parameters(), dst[k].parameters()):
             torch.testing.assert_close(p, q)
     c_f.delete_dict_of_models(src, 5, str(tmp_path))
     assert os.listdir(tmp_path) == []

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import requires_reference
+
 from deepmetric.utils import loss_and_miner_utils as lmu
 
 SPEC_NAMES = [
@@ -180,7 +180,7 @@ def test_convert_to_triplets_none_and_three_tuple():
     t = (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
     assert lmu.convert_to_triplets(t, LABELS) is t
     a, p, n = lmu.convert_to_triplets(None, LABELS, t_per_anchor=5)
-    assert len(a) == 3 * 5  # anchors 0, 1, 3
+    assert len(a) == len(p) == len(n) == 3 * 5  # anchors 0, 1, 3
 
 
 def test_get_anchors():

@@ -123,12 +123,11 @@ def get_hierarchy_label(batch_labels, hierarchy_level):
     if hierarchy_level == "all":
         return batch_labels
     highest = max(hierarchy_level) if is_list_or_tuple(hierarchy_level) else hierarchy_level
-    if highest > 0:
-        if batch_labels.ndim != 2 or batch_labels.shape[1] <= highest:
-            raise ArgumentError(
-                f"hierarchy_level={hierarchy_level} needs 2-D labels with more than {highest} "
-                f"columns, got labels of shape {tuple(batch_labels.shape)}"
-            )
+    if highest > 0 and (batch_labels.ndim != 2 or batch_labels.shape[1] <= highest):
+        raise ArgumentError(
+            f"hierarchy_level={hierarchy_level} needs 2-D labels with more than {highest} "
+            f"columns, got labels of shape {tuple(batch_labels.shape)}"
+        )
     if batch_labels.ndim == 2:
         return batch_labels[:, hierarchy_level]
     return batch_labels
@@ -345,7 +344,7 @@ def operate_on_dict_of_models(
             operation(v, model_path)
             if log_if_successful:
                 LOGGER.info(f"{logging_string} {model_path}")
-        except IOError:
+        except OSError:
             LOGGER.warning(f"Could not {logging_string} {model_path}")
             if assert_success:
                 raise
@@ -462,7 +461,8 @@ class EmbeddingDataset(torch.utils.data.Dataset):
 def sqlite_obj_to_dict(sqlite_obj):
     if len(sqlite_obj) == 0:
         return {}
-    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}
+    # .keys() is needed: iterating a sqlite3.Row yields its values, not its column names.
+    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}  # noqa: SIM118
 
 
 def set_ref_emb(embeddings, labels, ref_emb, ref_labels):

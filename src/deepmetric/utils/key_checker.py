@@ -55,14 +55,14 @@ class KeyCheckerDict:
                 c_f.LOGGER.warning(f"{name} is empty")
             if value is None:
                 continue
-            for key in value.keys():
+            for key in value:
                 if not any(re.match(pattern, key) for pattern in allowed):
                     raise ArgumentError(
                         f"{name} keys must be one of {allowed}, got unknown key {key!r}"
                     )
             for pattern in important:
-                if not any(re.match(pattern, key) for key in value.keys()):
+                if not any(re.match(pattern, key) for key in value):
                     c_f.LOGGER.warning(f'{name} is missing "{pattern}"')
             for pattern in essential:
-                if not any(re.match(pattern, key) for key in value.keys()):
+                if not any(re.match(pattern, key) for key in value):
                     raise ArgumentError(f'{name} is missing essential key "{pattern}"')

@@ -321,11 +321,15 @@ def save_model(model, filepath):
 
 
 def load_model(model_def, model_filename, device):
+    state = torch.load(model_filename, map_location=device)
     try:
-        model_def.load_state_dict(torch.load(model_filename, map_location=device))
-    except KeyError:
-        # A model saved from a DataParallel wrapper has every key prefixed with "module.".
-        state = torch.load(model_filename, map_location=device)
+        model_def.load_state_dict(state)
+    except (KeyError, RuntimeError) as e:
+        # A state dict taken from a DataParallel wrapper has every key prefixed with "module.".
+        # nn.Module reports that mismatch as RuntimeError, so it is caught too, but only when the
+        # prefix explains it; any other RuntimeError is re-raised unchanged.
+        if isinstance(e, RuntimeError) and not all(k.startswith("module.") for k in state):
+            raise
         model_def.load_state_dict({k[7:]: v for k, v in state.items()})
 
 

@@ -326,26 +326,41 @@ def test_save_and_load_dict_of_models_round_trip(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_save_model_unwraps_data_parallel_and_load_strips_module_prefix(tmp_path):
+def test_save_model_unwraps_data_parallel(tmp_path):
     model = torch.nn.Linear(2, 1)
     c_f.save_model(torch.nn.DataParallel(model), str(tmp_path / "a.pth"))
     assert set(torch.load(str(tmp_path / "a.pth"))) == {"weight", "bias"}
-    # A file written from a wrapper's own state_dict has "module." keys; loading strips them.
+
+
+def test_load_strips_module_prefix(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    # A file written from a DataParallel wrapper's own state_dict has "module." keys.
+    torch.save(torch.nn.DataParallel(model).state_dict(), str(tmp_path / "trunk_3.pth"))
+    fresh = {"trunk": torch.nn.Linear(2, 1)}
+    c_f.load_dict_of_models(fresh, 3, str(tmp_path), "cpu")
+    torch.testing.assert_close(fresh["trunk"].weight, model.weight)
+    torch.testing.assert_close(fresh["trunk"].bias, model.bias)
+
+
+def test_load_strips_prefix_on_key_error(tmp_path):
+    model = torch.nn.Linear(2, 1)
     torch.save(torch.nn.DataParallel(model).state_dict(), str(tmp_path / "b.pth"))
     fresh = torch.nn.Linear(2, 1)
 
-    class StrictOnKeys(torch.nn.Module):
-        # load_state_dict of a plain module raises RuntimeError, not KeyError, on bad keys;
-        # the fallback is for objects whose load_state_dict indexes keys directly.
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
+    class IndexesKeys:
+        # an object whose load_state_dict indexes the keys it needs (KeyError when absent)
         def load_state_dict(self, state):
-            return self.inner.load_state_dict({"weight": state["weight"], "bias": state["bias"]})
+            fresh.load_state_dict({"weight": state["weight"], "bias": state["bias"]})
 
-    c_f.load_model(StrictOnKeys(fresh), str(tmp_path / "b.pth"), "cpu")
+    c_f.load_model(IndexesKeys(), str(tmp_path / "b.pth"), "cpu")
     torch.testing.assert_close(fresh.weight, model.weight)
+
+
+def test_load_reraises_unrelated_mismatch(tmp_path):
+    torch.save(torch.nn.Linear(2, 1).state_dict(), str(tmp_path / "c.pth"))
+    with pytest.raises(RuntimeError):
+        c_f.load_model(torch.nn.Linear(3, 1), str(tmp_path / "c.pth"), "cpu")
 
 
 def test_operate_on_dict_of_models_io_errors(tmp_path, caplog):

@@ -127,3 +127,12 @@ def test_warnings_follow_set_logger_name(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="key_checker_test"):
         make_checker().verify(SimpleNamespace(models={"trunk": 1}, loss_funcs=None))
     assert {r.name for r in caplog.records} == {"key_checker_test"}
+
+
+def test_default_important_resolves_callables(caplog):
+    kc = KeyChecker(lambda s, d: ["a", "b"], essential=lambda s, d: ["a"])
+    assert default_important(kc, {}) == ["b"]
+    checker = KeyCheckerDict({"models": kc})
+    with caplog.at_level(logging.WARNING, logger="PML"):
+        checker.verify(SimpleNamespace(models={"a": 1}))
+    assert [r.getMessage() for r in caplog.records] == ['models is missing "b"']

@@ -123,12 +123,11 @@ def get_hierarchy_label(batch_labels, hierarchy_level):
     if hierarchy_level == "all":
         return batch_labels
     highest = max(hierarchy_level) if is_list_or_tuple(hierarchy_level) else hierarchy_level
-    if highest > 0:
-        if batch_labels.ndim != 2 or batch_labels.shape[1] <= highest:
-            raise ArgumentError(
-                f"hierarchy_level={hierarchy_level} needs 2-D labels with more than {highest} "
-                f"columns, got labels of shape {tuple(batch_labels.shape)}"
-            )
+    if highest > 0 and (batch_labels.ndim != 2 or batch_labels.shape[1] <= highest):
+        raise ArgumentError(
+            f"hierarchy_level={hierarchy_level} needs 2-D labels with more than {highest} "
+            f"columns, got labels of shape {tuple(batch_labels.shape)}"
+        )
     if batch_labels.ndim == 2:
         return batch_labels[:, hierarchy_level]
     return batch_labels
@@ -322,11 +321,15 @@ def save_model(model, filepath):
 
 
 def load_model(model_def, model_filename, device):
+    state = torch.load(model_filename, map_location=device)
     try:
-        model_def.load_state_dict(torch.load(model_filename, map_location=device))
-    except KeyError:
-        # A model saved from a DataParallel wrapper has every key prefixed with "module.".
-        state = torch.load(model_filename, map_location=device)
+        model_def.load_state_dict(state)
+    except (KeyError, RuntimeError) as e:
+        # A state dict taken from a DataParallel wrapper has every key prefixed with "module.".
+        # nn.Module reports that mismatch as RuntimeError, so it is caught too, but only when the
+        # prefix explains it; any other RuntimeError is re-raised unchanged.
+        if isinstance(e, RuntimeError) and not all(k.startswith("module.") for k in state):
+            raise
         model_def.load_state_dict({k[7:]: v for k, v in state.items()})
 
 
@@ -462,7 +465,8 @@ class EmbeddingDataset(torch.utils.data.Dataset):
 def sqlite_obj_to_dict(sqlite_obj):
     if len(sqlite_obj) == 0:
         return {}
-    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}
+    # .keys() is needed: iterating a sqlite3.Row yields its values, not its column names.
+    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}  # noqa: SIM118
 
 
 def set_ref_emb(embeddings, labels, ref_emb, ref_labels):

@@ -9,7 +9,8 @@ from .errors import ArgumentError
 
 def default_important(checker, children):
     """Every allowed key that is not essential is important (a warning when missing)."""
-    return [k for k in checker.keys if k not in checker.essential]
+    essential = checker.get_keys("essential", children)
+    return [k for k in checker.get_keys("keys", children) if k not in essential]
 
 
 class KeyChecker:
@@ -44,24 +45,24 @@ class KeyCheckerDict:
 
     def verify(self, obj):
         for name, checker in self.children.items():
-            # Resolve callables first: they may read other checkers' lists.
+            # Callables are resolved on every call and never stored: the dictionaries they
+            # derive keys from may change between two verifications.
             allowed = checker.get_keys("keys", self.children)
             essential = checker.get_keys("essential", self.children)
-            checker.keys, checker.essential = allowed, essential
             important = checker.get_keys("important", self.children)
             value = getattr(obj, name, None)
             if checker.warn_empty and (value is None or value == {}):
                 c_f.LOGGER.warning(f"{name} is empty")
             if value is None:
                 continue
-            for key in value.keys():
+            for key in value:
                 if not any(re.match(pattern, key) for pattern in allowed):
                     raise ArgumentError(
                         f"{name} keys must be one of {allowed}, got unknown key {key!r}"
                     )
             for pattern in important:
-                if not any(re.match(pattern, key) for key in value.keys()):
+                if not any(re.match(pattern, key) for key in value):
                     c_f.LOGGER.warning(f'{name} is missing "{pattern}"')
             for pattern in essential:
-                if not any(re.match(pattern, key) for key in value.keys()):
+                if not any(re.match(pattern, key) for key in value):
                     raise ArgumentError(f'{name} is missing essential key "{pattern}"')

@@ -15,7 +15,7 @@ class LossTracker:
         self.loss_weights = {key: 1 for key in loss_names}
 
     def weight_the_losses(self, exclude_loss=("total_loss",)):
-        for k in self.losses.keys():
+        for k in self.losses:
             if k not in exclude_loss:
                 self.losses[k] *= self.loss_weights[k]
 
@@ -23,7 +23,7 @@ class LossTracker:
         self.losses["total_loss"] = sum(v for k, v in self.losses.items() if k not in exclude_loss)
 
     def set_loss_weights(self, loss_weight_dict):
-        for k in self.losses.keys():
+        for k in self.losses:
             self.loss_weights[k] = loss_weight_dict.get(k, 1.0)
 
     def update(self, loss_weight_dict):

@@ -1,10 +1,10 @@
 """Train, evaluate and search: what the ``deepmetric`` subcommands do.
 
-A run trains with the library's ``MetricLossOnly`` trainer one epoch at a time. After every
-epoch it evaluates retrieval on the held-out split, appends a row to ``history.csv`` and writes a
-checkpoint atomically, so an interrupted run resumes from its last complete epoch. The data order
-of epoch ``e`` depends only on the seed and ``e``, so a resumed run ends with the same weights as
-an uninterrupted one.
+A run trains with the library's ``MetricLossOnly`` trainer. After every epoch a hook evaluates
+retrieval on the held-out split and writes a row of ``history.csv``, then the trainer writes a
+checkpoint atomically, so an interrupted run resumes from its last complete epoch. The trainer
+seeds each epoch's data order and the checkpoint holds every random-number state, so a resumed
+run ends with the same weights as an uninterrupted one.
 """
 
 import os
@@ -18,8 +18,6 @@ from ..utils import common_functions as c_f
 from . import components, report
 from .config import ConfigError, dump_config, load_config
 from .data import build_data
-
-CHECKPOINT_NAME = "last.pt"
 
 
 def seed_everything(seed):
@@ -71,8 +69,7 @@ class Run:
         self.optimizer = components.build_optimizer(config, params)
         self.scheduler = components.build_scheduler(config, self.optimizer)
         self.sampler = components.build_sampler(config, self.data.train_labels, config["batch_size"])
-        self.epoch = 0
-        self.checkpoint_path = os.path.join(folder, "checkpoints", CHECKPOINT_NAME)
+        self.checkpoint_folder = os.path.join(folder, "checkpoints")
 
     def _embedding_size(self):
         was_training = self.model.training
@@ -83,17 +80,17 @@ class Run:
         self.model.train(was_training)
         return size
 
-    def trainer(self):
+    def trainer(self, resume, end_of_epoch_hook, end_of_iteration_hook):
+        """A MetricLossOnly trainer that checkpoints every epoch and can resume."""
         from ..trainers import MetricLossOnly
 
         schedulers = {}
         if self.scheduler is not None:
             schedulers["trunk_scheduler_by_epoch"] = self.scheduler
-        optimizers = {"trunk_optimizer": self.optimizer}
         mining = {"tuple_miner": self.miner} if self.miner is not None else {}
         return MetricLossOnly(
             models={"trunk": self.model},
-            optimizers=optimizers,
+            optimizers={"trunk_optimizer": self.optimizer},
             batch_size=self.config["batch_size"],
             loss_funcs={"metric_loss": self.loss},
             dataset=self.data.train,
@@ -102,44 +99,24 @@ class Run:
             lr_schedulers=schedulers,
             data_device=self.device,
             dataloader_num_workers=self.config["num_workers"],
+            end_of_epoch_hook=end_of_epoch_hook,
+            end_of_iteration_hook=end_of_iteration_hook,
+            progress_bar=False,
+            seed=self.config["seed"],
+            checkpoint_folder=self.checkpoint_folder,
+            resume=resume,
         )
 
-    def train_epoch(self, trainer):
-        """One epoch whose data order depends only on (seed, epoch)."""
-        self.epoch += 1
-        seed_everything(self.config["seed"] * 100003 + self.epoch)
-        trainer.train(start_epoch=self.epoch, num_epochs=self.epoch)
-        return float(trainer.losses.get("total_loss", 0.0))
+    def restore_model(self):
+        """Load the trained model from the newest readable checkpoint."""
+        from ..utils.checkpoint import CheckpointError, load_checkpoint
 
-    def state(self):
-        return {
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "loss": self.loss.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-        }
-
-    def save(self):
-        from ..utils.checkpoint import save_checkpoint
-
-        os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
-        save_checkpoint(self.state(), self.checkpoint_path)
-
-    def restore(self):
-        """Load the last complete checkpoint; returns False when there is none."""
-        from ..utils.checkpoint import load_checkpoint
-
-        if not os.path.exists(self.checkpoint_path):
-            return False
-        state = load_checkpoint(self.checkpoint_path)
-        self.epoch = state["epoch"]
-        self.model.load_state_dict(state["model"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        return True
+        try:
+            state, _ = load_checkpoint(self.checkpoint_folder, map_location="cpu")
+        except CheckpointError as err:
+            raise ConfigError(None, " ".join(str(err).split())) from None
+        self.model.load_state_dict(state["models"]["trunk"])
+        return state["epoch"]
 
     def held_out_embeddings(self):
         return embed(self.model, self.data.test, device=self.device)
@@ -180,24 +157,30 @@ def _train_section(config, folder, zero_shot, resume, log, label):
     run = Run(config, folder, zero_shot=zero_shot)
     baseline = retrieval_metrics(run.data.raw_test_inputs(), run.data.test_labels, config)
     history = os.path.join(folder, "history.csv")
-    if resume and run.restore():
-        log(f"[{label}] resumed after epoch {run.epoch}")
-    elif os.path.exists(history):
-        os.remove(history)
-    trainer = run.trainer()
-    while run.epoch < config["epochs"]:
-        loss = run.train_epoch(trainer)
+    epoch_losses = []
+
+    def end_of_iteration(trainer):
+        epoch_losses.append(float(trainer.losses["total_loss"]))
+
+    def end_of_epoch(trainer):
+        loss = sum(epoch_losses) / max(len(epoch_losses), 1)
+        epoch_losses.clear()
         metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
-        run.save()
-        report.append_csv_row(history, {"epoch": run.epoch, "loss": loss, **metrics})
+        report.write_history_row(history, {"epoch": trainer.epoch, "loss": loss, **metrics})
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        log(f"[{label}] epoch {run.epoch}/{config['epochs']}  loss {loss:.4f}  {shown}")
+        log(f"[{label}] epoch {trainer.epoch}/{config['epochs']}  loss {loss:.4f}  {shown}")
+        return True
+
+    if not resume and os.path.exists(history):
+        os.remove(history)
+    trainer = run.trainer(resume, end_of_epoch, end_of_iteration)
+    trainer.train(start_epoch=1, num_epochs=config["epochs"])
     embeddings = run.held_out_embeddings()
     trained = retrieval_metrics(embeddings, run.data.test_labels, config)
     torch.save({"embeddings": embeddings, "labels": torch.as_tensor(run.data.test_labels)},
                os.path.join(folder, "embeddings.pt"))
     _pictures(run, embeddings, folder, label)
-    return {"baseline_raw_inputs": baseline, "trained": trained, "epochs": run.epoch}
+    return {"baseline_raw_inputs": baseline, "trained": trained, "epochs": config["epochs"]}
 
 
 def _pictures(run, embeddings, folder, label):
@@ -259,8 +242,7 @@ def evaluate_command(output, log=print):
     """``deepmetric evaluate``: re-embed the held-out split with the saved model, recompute."""
     config = _saved_config(output)
     run = Run(config, output)
-    if not run.restore():
-        raise ConfigError(None, f"no checkpoint in {os.path.dirname(run.checkpoint_path)!r}")
+    run.restore_model()
     metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
     report.write_json(os.path.join(output, "evaluation.json"), metrics)
     for k, v in metrics.items():
@@ -272,8 +254,7 @@ def search_command(output, queries, k=5, log=print):
     """``deepmetric search``: nearest held-out items for each query (an index or a file)."""
     config = _saved_config(output)
     run = Run(config, output)
-    if not run.restore():
-        raise ConfigError(None, f"no checkpoint in {os.path.dirname(run.checkpoint_path)!r}")
+    run.restore_model()
     reference = run.held_out_embeddings()
     inputs = torch.stack([_query_input(run, q) for q in queries])
     run.model.eval()

@@ -19,14 +19,20 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
-def append_csv_row(path, row):
-    """Append ``row`` (a dict) to a CSV file, writing the header with the first row."""
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
+def write_history_row(path, row):
+    """Write ``row`` (a dict with an ``epoch``) into the CSV history, replacing rows of that epoch
+    and later ones: a resumed run repeats the epochs after its last checkpoint."""
+    rows = []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < int(row["epoch"])]
+    rows.append(row)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _pyplot():

@@ -30,7 +30,8 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
         return exact_knn(query, k, reference, ref_includes_query=ref_includes_query, distance=distance)
     if query.ndim != 2 or reference.ndim != 2:
         raise ValueError(
-            f"query and reference shards must be 2-D, got shapes {tuple(query.shape)} and {tuple(reference.shape)}"
+            "query and reference shards must be 2-D, got shapes "
+            f"{tuple(query.shape)} and {tuple(reference.shape)}"
         )
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     sizes = _all_sizes(query, reference, group)

@@ -193,8 +193,10 @@ def test_block_size_bounds_the_score_matrix(monkeypatch):
     exact_knn(torch.randn(100, 4), 3, torch.randn(500, 4), block_size=16)
     assert max(s[0] for s in shapes) == 16 and len(shapes) == 7
     shapes.clear()
-    exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=64 * 16 * 1000)
-    assert max(s[0] * s[1] for s in shapes) <= 64 * 1000
+    budget = 1_000_000
+    exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=budget)
+    assert max(s[0] * s[1] for s in shapes) <= budget // knn_module._BYTES_PER_ENTRY
+    assert max(s[1] for s in shapes) < 5000  # the reference set was chunked
 
 
 @requires_reference

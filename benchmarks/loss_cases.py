@@ -20,3 +20,4 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
 ]
+CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))

@@ -1,5 +1,6 @@
 """Metric-learning losses."""
 
+from .angular_loss import AngularLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
@@ -9,6 +10,7 @@ from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMix
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
+    "AngularLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "ContrastiveLoss",

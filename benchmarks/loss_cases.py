@@ -21,3 +21,4 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
+CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

@@ -54,18 +54,19 @@ class AngularLoss(BaseMetricLossFunction):
         work = torch.float32 if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings.dtype
         anchor_ref = (anchors @ ref_emb.t()).to(work)
         ref_ref = (refs @ ref_emb.t()).to(work)
-        ap_dot = torch.sum(anchors[a1] * refs[p], dim=1).to(work)
+        ap_dot = (anchors @ refs.t())[a1, p].to(work)
         sq_tan = float(torch.tan(self.alpha) ** 2)
-        anchor_labels = labels[a1]
-        losses = _AngularPairLosses.apply(
-            anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, sq_tan
-        )
-        self._set_stats(anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, ref_emb)
+        # Which references are negatives depends only on the anchor, so the mask is folded into
+        # the anchor's row once (as -inf) instead of being rebuilt for every pair.
+        neg_mask = labels.unsqueeze(1) != ref_labels.unsqueeze(0)
+        anchor_term = (4 * sq_tan * anchor_ref).masked_fill(~neg_mask, -math.inf)
+        losses = _AngularPairLosses.apply(anchor_term, 4 * sq_tan * ref_ref, 2 * (1 + sq_tan) * ap_dot, a1, p)
+        self._set_stats(anchor_ref, ref_ref, ap_dot, a1, p, neg_mask, ref_emb)
         return {
             "loss": {"losses": losses.to(embeddings.dtype), "indices": (a1, p), "reduction_type": "pos_pair"}
         }
 
-    def _set_stats(self, anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, ref_emb):
+    def _set_stats(self, anchor_ref, ref_ref, ap_dot, a1, p, neg_mask, ref_emb):
         """Mean angle at the negative, ``atan(|a - p| / (2 |(a + p)/2 - r_n|))``, in degrees."""
         if not self.collect_stats:
             return
@@ -78,7 +79,7 @@ class AngularLoss(BaseMetricLossFunction):
                 center_dot_ref = (anchor_ref[a1[s:e]] + ref_ref[p[s:e]]) / 2
                 sq = center_sq_norm[s:e, None] + ref_sq_norm[None] - 2 * center_dot_ref
                 angles = torch.atan(ap_dist[s:e, None] / (2 * torch.sqrt(torch.clamp(sq, min=0))))
-                keep = anchor_labels[s:e, None] != ref_labels[None]
+                keep = neg_mask[a1[s:e]]
                 total += float(torch.sum(angles[keep]))
                 count += int(torch.count_nonzero(keep))
             self.average_angle = math.degrees(total / count) if count else 0
@@ -89,11 +90,9 @@ def _blocks(num_pairs, num_refs):
     return [(s, min(s + step, num_pairs)) for s in range(0, num_pairs, step)]
 
 
-def _block_terms(tensors, sq_tan, s, e):
-    """``f_kn`` for the pairs ``s:e`` and the mask of their negatives."""
-    anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels = tensors
-    f = 4 * sq_tan * (anchor_ref[a1[s:e]] + ref_ref[p[s:e]]) - 2 * (1 + sq_tan) * ap_dot[s:e, None]
-    return f, anchor_labels[s:e, None] != ref_labels[None]
+def _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e):
+    """``f_kn`` for the pairs ``s:e``; -inf where ``n`` is not a negative of the anchor."""
+    return anchor_term[a1[s:e]] + ref_term[p[s:e]] - ap_term[s:e, None]
 
 
 class _AngularPairLosses(torch.autograd.Function):
@@ -101,32 +100,27 @@ class _AngularPairLosses(torch.autograd.Function):
     backward pass recomputes each block instead of storing the ``(pairs x M)`` matrix."""
 
     @staticmethod
-    def forward(ctx, anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, sq_tan):
-        tensors = (anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels)
-        losses = torch.empty_like(ap_dot)
-        for s, e in _blocks(len(a1), ref_ref.shape[0]):
-            f, keep = _block_terms(tensors, sq_tan, s, e)
-            f = f.masked_fill(~keep, -math.inf)
+    def forward(ctx, anchor_term, ref_term, ap_term, a1, p):
+        losses = torch.empty_like(ap_term)
+        for s, e in _blocks(len(a1), ref_term.shape[0]):
+            f = _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e)
             # The "1 +" is a zero logit; rows without negatives come out as log(1) = 0.
             peak = torch.clamp(f.max(dim=1).values, min=0)
             losses[s:e] = peak + torch.log(torch.exp(-peak) + torch.exp(f - peak[:, None]).sum(dim=1))
-        ctx.save_for_backward(anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, losses)
-        ctx.sq_tan = sq_tan
+        ctx.save_for_backward(anchor_term, ref_term, ap_term, a1, p, losses)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):
-        anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels, losses = ctx.saved_tensors
-        sq_tan = ctx.sq_tan
-        tensors = (anchor_ref, ref_ref, ap_dot, a1, p, anchor_labels, ref_labels)
-        grad_anchor_ref = torch.zeros_like(anchor_ref)
-        grad_ref_ref = torch.zeros_like(ref_ref)
-        grad_ap_dot = torch.empty_like(ap_dot)
-        for s, e in _blocks(len(a1), ref_ref.shape[0]):
-            f, keep = _block_terms(tensors, sq_tan, s, e)
-            # d loss_k / d f_kn = exp(f_kn - loss_k) on the negatives
-            weight = torch.where(keep, torch.exp(f - losses[s:e, None]), 0) * grad_losses[s:e, None]
-            grad_anchor_ref.index_add_(0, a1[s:e], 4 * sq_tan * weight)
-            grad_ref_ref.index_add_(0, p[s:e], 4 * sq_tan * weight)
-            grad_ap_dot[s:e] = -2 * (1 + sq_tan) * weight.sum(dim=1)
-        return grad_anchor_ref, grad_ref_ref, grad_ap_dot, None, None, None, None, None
+        anchor_term, ref_term, ap_term, a1, p, losses = ctx.saved_tensors
+        grad_anchor = torch.zeros_like(anchor_term)
+        grad_ref = torch.zeros_like(ref_term)
+        grad_ap = torch.empty_like(ap_term)
+        for s, e in _blocks(len(a1), ref_term.shape[0]):
+            f = _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e)
+            # d loss_k / d f_kn = exp(f_kn - loss_k), which is 0 off the negatives (f = -inf)
+            weight = torch.exp(f - losses[s:e, None]) * grad_losses[s:e, None]
+            grad_anchor.index_add_(0, a1[s:e], weight)
+            grad_ref.index_add_(0, p[s:e], weight)
+            grad_ap[s:e] = -weight.sum(dim=1)
+        return grad_anchor, grad_ref, grad_ap, None, None

@@ -21,3 +21,5 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
 ]
+CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
+CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

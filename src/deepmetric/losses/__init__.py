@@ -1,19 +1,23 @@
 """Metric-learning losses."""
 
+from .angular_loss import AngularLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
+from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
+    "AngularLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "MarginLoss",
     "MultiSimilarityLoss",
     "TripletMarginLoss",
     "WeightMixin",

@@ -20,3 +20,11 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
 ]
+
+# Classification losses with a learnable class matrix (angular-margin family and relatives).
+CASES += [
+    LossCase("LargeMarginSoftmaxLoss", lambda lib, d, c: lib.losses.LargeMarginSoftmaxLoss(c, d), False),
+    LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False),
+    LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False),
+    LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False),
+]

@@ -1,18 +1,26 @@
 """Metric-learning losses."""
 
+from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
+from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
+from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .sphereface_loss import SphereFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
+    "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "LargeMarginSoftmaxLoss",
+    "SphereFaceLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

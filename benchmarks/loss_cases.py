@@ -27,4 +27,9 @@ CASES += [
     LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False),
     LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False),
     LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False),
+    LossCase(
+        "SubCenterArcFaceLoss",
+        lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
+        False,
+    ),
 ]

@@ -127,10 +127,12 @@ def test_get_logits_are_the_scaled_logits_without_margin(name):
     if name == "SubCenterArcFaceLoss":
         cos = cos.view(7, 5, 3).max(dim=2).values
     norms = emb.norm(dim=1, keepdim=True)
-    expected = {
-        "LargeMarginSoftmaxLoss": cos * norms * loss.W.norm(dim=0) * 2,
-        "SphereFaceLoss": cos * norms * 2,
-    }.get(name, cos * 2)
+    if name == "LargeMarginSoftmaxLoss":
+        expected = cos * norms * loss.W.norm(dim=0) * 2
+    elif name == "SphereFaceLoss":
+        expected = cos * norms * 2
+    else:
+        expected = cos * 2
     torch.testing.assert_close(loss.get_logits(emb), expected)
 
 
@@ -389,3 +391,66 @@ def test_get_logits_match_reference(name, dtype):
     emb = torch.randn(9, 5, dtype=dtype)
     rtol, atol = tolerance(dtype)
     torch.testing.assert_close(ours.get_logits(emb), ref.get_logits(emb), rtol=rtol * 10, atol=atol * 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# SubCenterArcFaceLoss
+
+
+def test_subcenter_uses_the_closest_sub_center_of_each_class():
+    loss = losses.SubCenterArcFaceLoss(num_classes=2, embedding_size=2, margin=30, scale=2, sub_centers=2)
+    # class 0: sub-centers at 0 and 90 deg; class 1: at 180 and 270 deg
+    set_weights(loss, [unit(0), unit(90), unit(180), unit(270)])
+    emb = torch.tensor([unit(80, 3.0)], dtype=torch.float64)
+    # closest of class 0 is the 90 deg center (10 deg away); of class 1, 180 deg (100 deg away)
+    expected = cross_entropy([2 * math.cos(math.radians(40)), 2 * math.cos(math.radians(100))], 0)
+    assert loss(emb, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_subcenter_accepts_positional_classes_and_size():
+    a = losses.SubCenterArcFaceLoss(4, 3, sub_centers=2)
+    assert a.W.shape == (3, 8) and a.num_classes == 4 and a.sub_centers == 2
+
+
+def test_subcenter_outliers_and_dominant_centers_by_hand():
+    loss = losses.SubCenterArcFaceLoss(num_classes=3, embedding_size=2, sub_centers=2)
+    set_weights(loss, [unit(0), unit(90), unit(180), unit(270), unit(45), unit(135)])
+    angles_and_labels = [(10, 0), (80, 0), (5, 0), (170, 1), (260, 1), (275, 1), (190, 1)]
+    emb = torch.tensor([unit(a) for a, _ in angles_and_labels], dtype=torch.float64)
+    labels = torch.tensor([lab for _, lab in angles_and_labels])
+    outliers, centers = loss.get_outliers(emb, labels, threshold=60)
+    # class 0: two votes for the 0 deg center, so 80 deg (index 1) is an outlier;
+    # class 1: 180 deg wins 2-2 ties by lowest index; 260 and 275 deg are > 60 deg away
+    assert outliers.dtype == torch.long and outliers.tolist() == [1, 4, 5]
+    torch.testing.assert_close(centers[:, 0], torch.tensor(unit(0), dtype=torch.float64))
+    torch.testing.assert_close(centers[:, 1], torch.tensor(unit(180), dtype=torch.float64))
+    assert torch.all(centers[:, 2] == 0)  # class 2 is absent from the batch
+
+
+def test_subcenter_outliers_is_always_a_pair_and_may_be_empty():
+    loss = losses.SubCenterArcFaceLoss(num_classes=2, embedding_size=3)
+    result = loss.get_outliers(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), threshold=180,
+                               return_dominant_centers=False)
+    assert isinstance(result, tuple) and len(result) == 2
+    assert result[0].numel() == 0 and result[0].dtype == torch.long
+
+
+def test_subcenter_outliers_reject_bad_labels():
+    loss = losses.SubCenterArcFaceLoss(num_classes=2, embedding_size=3)
+    with pytest.raises(ValueError, match="got 2"):
+        loss.get_outliers(torch.randn(2, 3), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="labels"):
+        loss.get_outliers(torch.randn(2, 3), torch.tensor([0, 1, 1]))
+
+
+@requires_reference
+@pytest.mark.parametrize("threshold", [30, 75])
+def test_subcenter_outliers_match_reference(threshold, dtype):
+    ref, ours = _pair("SubCenterArcFaceLoss", 6, 4, dtype, sub_centers=3)
+    g = torch.Generator().manual_seed(4)
+    emb = torch.randn(60, 4, generator=g).to(dtype)
+    labels = torch.randint(0, 5, (60,), generator=g)  # class 5 absent
+    ref_out, ref_centers = ref.get_outliers(emb, labels, threshold=threshold)
+    out, centers = ours.get_outliers(emb, labels, threshold=threshold)
+    assert out.tolist() == ref_out.long().tolist() and len(out) > 0
+    torch.testing.assert_close(centers[:, :5], ref_centers[:, :5])

@@ -9,6 +9,7 @@ from .generic_pair_loss import GenericPairLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .sphereface_loss import SphereFaceLoss
+from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "GenericPairLoss",
     "LargeMarginSoftmaxLoss",
     "SphereFaceLoss",
+    "SubCenterArcFaceLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

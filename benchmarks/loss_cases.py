@@ -21,5 +21,21 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
 ]
+<<<<<<< HEAD
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
+=======
+
+# Classification losses with a learnable class matrix (angular-margin family and relatives).
+CASES += [
+    LossCase("LargeMarginSoftmaxLoss", lambda lib, d, c: lib.losses.LargeMarginSoftmaxLoss(c, d), False),
+    LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False),
+    LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False),
+    LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False),
+    LossCase(
+        "SubCenterArcFaceLoss",
+        lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
+        False,
+    ),
+]
+>>>>>>> cls

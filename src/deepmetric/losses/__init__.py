@@ -1,24 +1,34 @@
 """Metric-learning losses."""
 
 from .angular_loss import AngularLoss
+from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
+from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
+from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .sphereface_loss import SphereFaceLoss
+from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
     "AngularLoss",
+    "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "LargeMarginSoftmaxLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "SphereFaceLoss",
+    "SubCenterArcFaceLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

@@ -21,10 +21,8 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
 ]
-<<<<<<< HEAD
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
-=======
 
 # Classification losses with a learnable class matrix (angular-margin family and relatives).
 CASES += [
@@ -38,4 +36,3 @@ CASES += [
         False,
     ),
 ]
->>>>>>> cls

@@ -76,7 +76,7 @@ def _worker(rank, port, out):
 @pytest.fixture(scope="module")
 def shard_results(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sharded") / "result")
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    mp.start_processes(_worker, args=(_free_port(), out), nprocs=2, join=True, start_method="fork")
     return [torch.load(f"{out}.{rank}") for rank in range(2)]
 
 

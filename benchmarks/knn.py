@@ -8,7 +8,8 @@ Workload: self-retrieval as in ``AccuracyCalculator.get_accuracy(x, labels)``: t
 (float32, D=128, N(0, 1)) are both query and reference, ``ref_includes_query=True``, k=10.
 Each row runs in a fresh process through ``benchmarks.harness.measure`` (median time of the
 repeats, peak extra resident memory). ``floor`` is the blocked ``q @ r.T`` alone: the matrix
-multiply no exact method can avoid. Results go to ``benchmarks/results/knn.json``.
+multiply no exact method can avoid. Results go to ``benchmarks/results/knn.json``. The
+reference's CustomKNN (batch_size=1024) is skipped above N=20000 unless ``--all`` (it is slow).
 """
 
 import argparse
@@ -79,12 +80,17 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument(
+        "--all", action="store_true", help="also run the slow reference CustomKNN above N=20000"
+    )
     args = parser.parse_args(argv)
     rows = []
     for n in args.sizes:
         # The big size gets a single timed run to keep the whole benchmark short.
         repeats, warmup = (3, 1) if n <= 10000 else (1, 0)
         for backend in args.backends:
+            if backend == "reference CustomKNN" and n > 20000 and not args.all:
+                continue
             result = measure(
                 "benchmarks.knn:workload",
                 {"backend": backend, "n": n},

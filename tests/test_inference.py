@@ -288,3 +288,75 @@ def test_match_finder_and_inference_model_same_as_reference():
     for threshold in (None, 0.2, -0.3):
         assert np.array_equal(ours.get_matches(x, y, threshold), theirs.get_matches(x, y, threshold))
         assert np.array_equal(ours.is_match(x, y, threshold), theirs.is_match(x, y, threshold))
+
+
+# ------------------------------------------------------------------------------- more helpers
+def test_get_topk_fills_rows_of_each_block():
+    torch.manual_seed(11)
+    query, reference = torch.randn(10, 3), torch.randn(20, 3)
+    distances = torch.zeros(10, 4)
+    indices = torch.zeros(10, 4, dtype=torch.long)
+    from deepmetric.distances import BatchedDistance
+
+    batched = BatchedDistance(LpDistance(), iter_fn=inference.get_topk(distances, indices, 4, False), batch_size=3)
+    batched(query, reference)
+    ev, ei = torch.topk(LpDistance()(query, reference), 4, largest=False)
+    assert torch.equal(indices, ei)
+    torch.testing.assert_close(distances, ev)
+
+
+def test_mask_reshape_knn_idx_drops_one_entry_per_row():
+    x = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    mask = torch.tensor([[False, True, False], [True, False, False]])
+    assert inference.mask_reshape_knn_idx(x, mask).tolist() == [[1, 3], [5, 6]]
+
+
+@needs_faiss
+def test_add_to_index_and_search_and_cpu_index_conversion():
+    import faiss
+
+    index = faiss.IndexFlatL2(2)
+    reference = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    d, i = inference.add_to_index_and_search(index, torch.tensor([[3.0, 3.0]]), reference, 2)
+    assert i.tolist() == [[1, 0]] and d.tolist() == [[1.0, 18.0]]
+    assert inference.convert_to_cpu_index(index) is index
+    d, i = inference.try_gpu(index, torch.tensor([[0.0, 0.1]]), None, 1, False, None)
+    assert i.tolist() == [[0]]
+
+
+@requires_reference
+@needs_faiss
+def test_inference_model_with_faiss_knn_same_as_reference():
+    from pytorch_metric_learning.utils import inference as ref_inference
+
+    torch.manual_seed(12)
+    data, query = torch.randn(80, 6), torch.randn(7, 6)
+    ours = make_model(knn_func=FaissKNN(reset_before=False, reset_after=False))
+    theirs = ref_inference.InferenceModel(Scale(), data_device=torch.device("cpu"))
+    for model in (ours, theirs):
+        model.train_knn(data, batch_size=32)
+        model.add_to_knn(query, batch_size=32)
+    d, i = ours.get_nearest_neighbors(query, 5)
+    rd, ri = theirs.get_nearest_neighbors(query, 5)
+    assert torch.equal(i, ri)
+    torch.testing.assert_close(d, rd)
+    # The default ExactKNN agrees with the reference's faiss index.
+    exact = make_model()
+    exact.train_knn(data, batch_size=32)
+    exact.add_to_knn(query, batch_size=32)
+    ed, ei = exact.get_nearest_neighbors(query, 5)
+    assert torch.equal(ei, ri)
+    torch.testing.assert_close(ed, rd, rtol=1e-4, atol=1e-5)
+
+
+@requires_reference
+@needs_faiss
+def test_faiss_kmeans_and_run_pca_same_as_reference():
+    from pytorch_metric_learning.utils import inference as ref_inference
+
+    torch.manual_seed(13)
+    x = torch.randn(300, 8)
+    ours = FaissKMeans(niter=5, seed=3)(x, 4)
+    theirs = ref_inference.FaissKMeans(niter=5, seed=3)(x, 4)
+    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(inference.run_pca(x, 3), ref_inference.run_pca(x, 3))

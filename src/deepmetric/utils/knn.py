@@ -56,7 +56,8 @@ class ExactKNN:
           library's rule; it equals "the k best references other than itself".
         * Ties: among equal values, the lower reference index comes first, and the k chosen
           are the lowest indices among tied candidates at the boundary. Results are therefore
-          deterministic and independent of block size and device.
+          deterministic and independent of block size and device (up to the last-bit rounding
+          of the matmul, which can differ between block shapes and devices).
         * NaN scores (possible only with custom distances) rank last.
         * float16/bfloat16 inputs are computed in float32; float64 stays float64.
     """

@@ -779,9 +779,10 @@ class AccuracyCalculator:
             inexact = set(self.get_curr_metrics()) & {"r_precision", "mean_average_precision_at_r"}
             if inexact:
                 c_f.LOGGER.warning(
-                    f"\nWarning: You are computing {inexact}, but the value for k ({self.k}) is less than the max "
-                    f"bin count ({max_bin_count}) so the values for these metrics will be incorrect. To fix this, "
-                    f"set k='max_bin_count'.\nIf you're looking for MAP@{self.k} instead of MAP@R, then you "
-                    "should use 'mean_average_precision' rather than mean_average_precision_at_r"
+                    f"\nWarning: You are computing {inexact}, but the value for k ({self.k}) is less "
+                    f"than the max bin count ({max_bin_count}) so the values for these metrics will be "
+                    "incorrect. To fix this, set k='max_bin_count'.\nIf you're looking for "
+                    f"MAP@{self.k} instead of MAP@R, then you should use 'mean_average_precision' rather "
+                    "than mean_average_precision_at_r"
                 )
         return self.k

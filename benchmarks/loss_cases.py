@@ -20,4 +20,5 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
+    LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
 ]

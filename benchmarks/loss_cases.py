@@ -21,4 +21,5 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
     LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
+    LossCase("SupConLoss", lambda lib, d, c: lib.losses.SupConLoss()),
 ]

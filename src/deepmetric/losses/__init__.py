@@ -7,6 +7,7 @@ from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
 from .ntxent_loss import NTXentLoss
+from .supcon_loss import SupConLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "GenericPairLoss",
     "MultiSimilarityLoss",
     "NTXentLoss",
+    "SupConLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

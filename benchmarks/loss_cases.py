@@ -22,4 +22,5 @@ CASES = [
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
     LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
     LossCase("SupConLoss", lambda lib, d, c: lib.losses.SupConLoss()),
+    LossCase("CircleLoss", lambda lib, d, c: lib.losses.CircleLoss()),
 ]

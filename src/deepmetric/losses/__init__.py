@@ -2,6 +2,7 @@
 
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
+from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
@@ -13,6 +14,7 @@ from .triplet_margin_loss import TripletMarginLoss
 __all__ = [
     "BaseLossWrapper",
     "BaseMetricLossFunction",
+    "CircleLoss",
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",

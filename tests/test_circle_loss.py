@@ -91,8 +91,7 @@ def test_gradient_is_not_the_full_derivative():
     # the gradient differs from a finite difference of the loss.
     emb, labels, _ = random_batch(6, 3, 2, torch.float64, seed=1)
     loss = CircleLoss(gamma=4)
-    with pytest.raises(torch.autograd.gradcheck.GradcheckError):
-        torch.autograd.gradcheck(lambda e: loss(e, labels), (emb,))
+    assert not torch.autograd.gradcheck(lambda e: loss(e, labels), (emb,), raise_exception=False)
 
 
 @pytest.mark.parametrize("labels", [[0], [0, 0, 0], [0, 1, 2]], ids=["one", "single-class", "distinct"])

@@ -23,4 +23,8 @@ CASES = [
     LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
     LossCase("SupConLoss", lambda lib, d, c: lib.losses.SupConLoss()),
     LossCase("CircleLoss", lambda lib, d, c: lib.losses.CircleLoss()),
+    LossCase("LiftedStructureLoss", lambda lib, d, c: lib.losses.LiftedStructureLoss()),
+    LossCase(
+        "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
+    ),
 ]

@@ -5,6 +5,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
+from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
 from .ntxent_loss import NTXentLoss
@@ -17,7 +18,9 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
+    "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "LiftedStructureLoss",
     "MultiSimilarityLoss",
     "NTXentLoss",
     "SupConLoss",

@@ -20,6 +20,13 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
+    LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
+    LossCase("SupConLoss", lambda lib, d, c: lib.losses.SupConLoss()),
+    LossCase("CircleLoss", lambda lib, d, c: lib.losses.CircleLoss()),
+    LossCase("LiftedStructureLoss", lambda lib, d, c: lib.losses.LiftedStructureLoss()),
+    LossCase(
+        "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
+    ),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

@@ -4,15 +4,19 @@ from .angular_loss import AngularLoss
 from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
+from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
+from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .ntxent_loss import NTXentLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
+from .supcon_loss import SupConLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -20,15 +24,20 @@ __all__ = [
     "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
+    "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
     "EmbeddingRegularizerMixin",
+    "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
     "LargeMarginSoftmaxLoss",
+    "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "NTXentLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
+    "SupConLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

@@ -15,21 +15,42 @@ def accumulation_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def masked_logsumexp(x, mask, dim=1, add_one=False, empty=0.0):
-    """``log(sum_{kept} exp(x))`` along ``dim`` (``log(1 + ...)`` when ``add_one``).
+# Below this fraction of kept entries the kept values are gathered and reduced as a list:
+# exp is then taken only where it matters (typically the few positives of each anchor).
+_SPARSE_FRACTION = 0.125
 
-    Rows that keep nothing give ``empty`` (0 by default; ``None`` leaves a huge negative finite
-    value, which behaves as ``-inf`` in a later ``logaddexp`` without producing NaN gradients).
+
+def masked_logsumexp(x, mask, add_one=False, empty=0.0):
+    """``log(sum_{j kept} exp(x_ij))`` for every row ``i`` of the matrix ``x``
+    (``log(1 + ...)`` when ``add_one``).
+
+    Rows that keep nothing give ``empty`` (0 by default; ``None`` leaves the huge negative finite
+    sentinel, which acts as ``-inf`` in a later ``logaddexp`` without producing NaN gradients).
     With ``add_one`` an empty row is ``log(1) = 0`` whatever ``empty`` says.
     """
-    # A finite sentinel instead of -inf: an all-masked row then has a finite logsumexp whose
-    # backward is finite too (masked_fill sends no gradient to the masked entries anyway).
-    lse = torch.logsumexp(x.masked_fill(~mask, c_f.neg_inf(x.dtype)), dim=dim)
+    rows, cols = x.shape
+    if int(torch.count_nonzero(mask)) < _SPARSE_FRACTION * rows * cols:
+        r, c = torch.where(mask)
+        lse, has_any = grouped_logsumexp(x[r, c], r, rows)
+    else:
+        lse, has_any = _dense_row_logsumexp(x, mask)
     if add_one:
         return torch.logaddexp(lse, torch.zeros((), dtype=lse.dtype, device=lse.device))
     if empty is None:
         return lse
-    return torch.where(mask.any(dim=dim), lse, torch.as_tensor(empty, dtype=lse.dtype, device=lse.device))
+    return torch.where(has_any, lse, torch.as_tensor(empty, dtype=lse.dtype, device=lse.device))
+
+
+def _dense_row_logsumexp(x, mask):
+    # A finite sentinel instead of -inf keeps every intermediate finite; masked_fill sends no
+    # gradient to the masked entries. Written out (rather than torch.logsumexp) so that exp is
+    # evaluated once: autograd reuses its saved output in the backward pass.
+    sentinel = c_f.neg_inf(x.dtype)
+    filled = x.masked_fill(~mask, sentinel)
+    top = filled.amax(dim=1, keepdim=True).detach()
+    # An empty row has top == sentinel, so its sum is the column count: finite, and later replaced.
+    sums = torch.exp(filled - top).sum(dim=1)
+    return torch.log(sums) + top.squeeze(1), mask.any(dim=1)
 
 
 def grouped_logsumexp(values, groups, num_groups):

@@ -8,6 +8,7 @@ from .generic_pair_loss import GenericPairLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .triplet_margin_loss import TripletMarginLoss
+from .tuplet_margin_loss import TupletMarginLoss
 
 __all__ = [
     "AngularLoss",
@@ -18,6 +19,7 @@ __all__ = [
     "GenericPairLoss",
     "MarginLoss",
     "TripletMarginLoss",
+    "TupletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
 ]

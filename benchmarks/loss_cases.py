@@ -23,3 +23,4 @@ CASES = [
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
+CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))

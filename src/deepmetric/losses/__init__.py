@@ -5,6 +5,7 @@ from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
+from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .triplet_margin_loss import TripletMarginLoss
@@ -17,6 +18,7 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "IntraPairVarianceLoss",
     "MarginLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",

@@ -8,6 +8,7 @@ from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
+from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 from .margin_loss import MarginLoss
@@ -18,6 +19,7 @@ from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
 from .triplet_margin_loss import TripletMarginLoss
+from .tuplet_margin_loss import TupletMarginLoss
 
 __all__ = [
     "AngularLoss",
@@ -30,6 +32,7 @@ __all__ = [
     "EmbeddingRegularizerMixin",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
     "MarginLoss",
@@ -39,6 +42,7 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
+    "TupletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
 ]

@@ -27,6 +27,7 @@ CASES = [
     LossCase(
         "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
     ),
+    LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

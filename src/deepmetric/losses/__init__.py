@@ -14,6 +14,7 @@ from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructu
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .nca_loss import NCALoss
 from .ntxent_loss import NTXentLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
@@ -37,6 +38,7 @@ __all__ = [
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "NCALoss",
     "NTXentLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",

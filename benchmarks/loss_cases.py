@@ -32,4 +32,5 @@ CASES += [
         lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
         False,
     ),
+    LossCase("NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False),
 ]

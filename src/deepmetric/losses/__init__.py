@@ -8,6 +8,7 @@ from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
@@ -21,6 +22,7 @@ __all__ = [
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
     "LargeMarginSoftmaxLoss",
+    "NormalizedSoftmaxLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "TripletMarginLoss",

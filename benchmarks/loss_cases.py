@@ -33,4 +33,5 @@ CASES += [
         False,
     ),
     LossCase("NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False),
+    LossCase("P2SGradLoss", lambda lib, d, c: lib.losses.P2SGradLoss(d, c), False),
 ]

@@ -9,6 +9,7 @@ from .generic_pair_loss import GenericPairLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
+from .p2s_grad_loss import P2SGradLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
@@ -23,6 +24,7 @@ __all__ = [
     "GenericPairLoss",
     "LargeMarginSoftmaxLoss",
     "NormalizedSoftmaxLoss",
+    "P2SGradLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "TripletMarginLoss",

@@ -10,9 +10,11 @@ from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .p2s_grad_loss import P2SGradLoss
+from .self_supervised_loss import SelfSupervisedLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .triplet_margin_loss import TripletMarginLoss
+from .vicreg_loss import VICRegLoss
 
 __all__ = [
     "ArcFaceLoss",
@@ -25,9 +27,11 @@ __all__ = [
     "LargeMarginSoftmaxLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "SelfSupervisedLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "TripletMarginLoss",
+    "VICRegLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
 ]

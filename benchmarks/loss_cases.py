@@ -43,6 +43,8 @@ CASES += [
         lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
         False,
     ),
+    LossCase("NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False),
+    LossCase("P2SGradLoss", lambda lib, d, c: lib.losses.P2SGradLoss(d, c), False),
 ]
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
 CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))

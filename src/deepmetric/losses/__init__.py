@@ -15,12 +15,16 @@ from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
 from .nca_loss import NCALoss
+from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
+from .p2s_grad_loss import P2SGradLoss
+from .self_supervised_loss import SelfSupervisedLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
 from .triplet_margin_loss import TripletMarginLoss
 from .tuplet_margin_loss import TupletMarginLoss
+from .vicreg_loss import VICRegLoss
 
 __all__ = [
     "AngularLoss",
@@ -40,11 +44,15 @@ __all__ = [
     "MultiSimilarityLoss",
     "NCALoss",
     "NTXentLoss",
+    "NormalizedSoftmaxLoss",
+    "P2SGradLoss",
+    "SelfSupervisedLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
+    "VICRegLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
 ]

@@ -651,3 +651,51 @@ def test_library_numpy_random_is_untouched_by_default():
     before = c_f.NUMPY_RANDOM
     metric_trainer(seed=1).train(num_epochs=1)
     assert c_f.NUMPY_RANDOM is before
+
+
+def test_grad_scaler_path_unscales_before_clipping_and_skips_optimizers_without_grads():
+    # A CPU GradScaler exercises the scaling code path that CUDA float16 training uses.
+    norms = {}
+    for scaled in (False, True):
+        models = make_models(seed=2)
+        models["classifier"] = torch.nn.Linear(EMB, 2)  # no classifier_loss: never gets a gradient
+        seen = []
+        t = metric_trainer(
+            cls=trainers.TrainWithClassifier,
+            models=models,
+            gradient_clippers={"trunk_grad_clipper": lambda m=models, s=seen: s.append(float(m["trunk"].weight.grad.norm()))},
+        )
+        if scaled:
+            t.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        t.train(num_epochs=1)
+        norms[scaled] = seen
+        assert models["classifier"].weight.grad is None
+    assert norms[True] == pytest.approx(norms[False], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_use_amp_on_cuda_uses_float16_and_a_grad_scaler(tmp_path):
+    dtypes = []
+
+    class Loss(torch.nn.Module):
+        def forward(self, embeddings, labels, indices_tuple=None):
+            dtypes.append(embeddings.dtype)
+            return losses.TripletMarginLoss(margin=0.5)(embeddings, labels, indices_tuple)
+
+    models = {k: m.cuda() for k, m in make_models().items()}
+    t = metric_trainer(
+        models=models,
+        use_amp=True,
+        data_device=torch.device("cuda"),
+        loss_funcs={"metric_loss": Loss()},
+        checkpoint_folder=str(tmp_path),
+        seed=0,
+    )
+    assert t.grad_scaler.is_enabled()
+    t.train(num_epochs=2)
+    assert set(dtypes) == {torch.float16}
+    assert all(torch.isfinite(p).all() for m in models.values() for p in m.parameters())
+    from deepmetric.utils.checkpoint import load_checkpoint
+
+    state, _ = load_checkpoint(str(tmp_path))
+    assert state["grad_scaler"]["scale"] > 0 and "cuda" in state["rng"]

@@ -642,6 +642,7 @@ def test_same_weights_as_the_reference_trainer(name):
 
     ours = run(trainers, losses.TripletMarginLoss(margin=0.5))
     theirs = run(pml_trainers, pml_losses.TripletMarginLoss(margin=0.5))
+    assert not torch.allclose(ours["trunk"], make_models(seed=3)["trunk"].weight)  # it did train
     for k in ours:
         assert torch.allclose(ours[k], theirs[k], atol=1e-6), k
 
@@ -699,3 +700,48 @@ def test_use_amp_on_cuda_uses_float16_and_a_grad_scaler(tmp_path):
 
     state, _ = load_checkpoint(str(tmp_path))
     assert state["grad_scaler"]["scale"] > 0 and "cuda" in state["rng"]
+
+
+@requires_reference
+@pytest.mark.parametrize("name", ["TwoStreamMetricLoss", "CascadedEmbeddings"])
+def test_same_weights_as_the_reference_for_two_stream_and_cascaded(name):
+    import pytorch_metric_learning.losses as pml_losses
+    import pytorch_metric_learning.miners as pml_miners
+    import pytorch_metric_learning.trainers as pml_trainers
+
+    def run(trainer_module, loss_module, miner_module):
+        models = make_models(seed=4, out=6)
+        torch.manual_seed(5)
+        kwargs = dict(
+            models=models,
+            optimizers=sgd(models),
+            batch_size=8,
+            dataloader_num_workers=0,
+            data_device=torch.device("cpu"),
+        )
+        if name == "TwoStreamMetricLoss":
+            kwargs.update(
+                dataset=TwoStreamDataset(),
+                loss_funcs={"metric_loss": loss_module.TripletMarginLoss(margin=0.5)},
+                mining_funcs={"tuple_miner": miner_module.TripletMarginMiner(margin=1.0)},
+            )
+        else:
+            kwargs.update(
+                embedding_sizes=[2, 4],
+                dataset=clustered_dataset(),
+                loss_funcs={"metric_loss_0": loss_module.ContrastiveLoss(), "metric_loss_1": loss_module.ContrastiveLoss()},
+                mining_funcs={
+                    "tuple_miner_0": miner_module.PairMarginMiner(),
+                    "tuple_miner_1": miner_module.HDCMiner(filter_percentage=0.5),
+                },
+            )
+        if trainer_module is trainers:
+            kwargs["progress_bar"] = False
+        getattr(trainer_module, name)(**kwargs).train(num_epochs=2)
+        return {k: m.weight.detach() for k, m in models.items()}
+
+    ours = run(trainers, losses, miners)
+    theirs = run(pml_trainers, pml_losses, pml_miners)
+    assert not torch.allclose(ours["trunk"], make_models(seed=4, out=6)["trunk"].weight)  # it did train
+    for k in ours:
+        assert torch.allclose(ours[k], theirs[k], atol=1e-6), k

@@ -642,6 +642,7 @@ def test_same_weights_as_the_reference_trainer(name):
 
     ours = run(trainers, losses.TripletMarginLoss(margin=0.5))
     theirs = run(pml_trainers, pml_losses.TripletMarginLoss(margin=0.5))
+    assert not torch.allclose(ours["trunk"], make_models(seed=3)["trunk"].weight)  # it did train
     for k in ours:
         assert torch.allclose(ours[k], theirs[k], atol=1e-6), k
 
@@ -651,3 +652,96 @@ def test_library_numpy_random_is_untouched_by_default():
     before = c_f.NUMPY_RANDOM
     metric_trainer(seed=1).train(num_epochs=1)
     assert c_f.NUMPY_RANDOM is before
+
+
+def test_grad_scaler_path_unscales_before_clipping_and_skips_optimizers_without_grads():
+    # A CPU GradScaler exercises the scaling code path that CUDA float16 training uses.
+    norms = {}
+    for scaled in (False, True):
+        models = make_models(seed=2)
+        models["classifier"] = torch.nn.Linear(EMB, 2)  # no classifier_loss: never gets a gradient
+        seen = []
+        t = metric_trainer(
+            cls=trainers.TrainWithClassifier,
+            models=models,
+            gradient_clippers={"trunk_grad_clipper": lambda m=models, s=seen: s.append(float(m["trunk"].weight.grad.norm()))},
+        )
+        if scaled:
+            t.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        t.train(num_epochs=1)
+        norms[scaled] = seen
+        assert models["classifier"].weight.grad is None
+    assert norms[True] == pytest.approx(norms[False], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_use_amp_on_cuda_uses_float16_and_a_grad_scaler(tmp_path):
+    dtypes = []
+
+    class Loss(torch.nn.Module):
+        def forward(self, embeddings, labels, indices_tuple=None):
+            dtypes.append(embeddings.dtype)
+            return losses.TripletMarginLoss(margin=0.5)(embeddings, labels, indices_tuple)
+
+    models = {k: m.cuda() for k, m in make_models().items()}
+    t = metric_trainer(
+        models=models,
+        use_amp=True,
+        data_device=torch.device("cuda"),
+        loss_funcs={"metric_loss": Loss()},
+        checkpoint_folder=str(tmp_path),
+        seed=0,
+    )
+    assert t.grad_scaler.is_enabled()
+    t.train(num_epochs=2)
+    assert set(dtypes) == {torch.float16}
+    assert all(torch.isfinite(p).all() for m in models.values() for p in m.parameters())
+    from deepmetric.utils.checkpoint import load_checkpoint
+
+    state, _ = load_checkpoint(str(tmp_path))
+    assert state["grad_scaler"]["scale"] > 0 and "cuda" in state["rng"]
+
+
+@requires_reference
+@pytest.mark.parametrize("name", ["TwoStreamMetricLoss", "CascadedEmbeddings"])
+def test_same_weights_as_the_reference_for_two_stream_and_cascaded(name):
+    import pytorch_metric_learning.losses as pml_losses
+    import pytorch_metric_learning.miners as pml_miners
+    import pytorch_metric_learning.trainers as pml_trainers
+
+    def run(trainer_module, loss_module, miner_module):
+        models = make_models(seed=4, out=6)
+        torch.manual_seed(5)
+        kwargs = dict(
+            models=models,
+            optimizers=sgd(models),
+            batch_size=8,
+            dataloader_num_workers=0,
+            data_device=torch.device("cpu"),
+        )
+        if name == "TwoStreamMetricLoss":
+            kwargs.update(
+                dataset=TwoStreamDataset(),
+                loss_funcs={"metric_loss": loss_module.TripletMarginLoss(margin=0.5)},
+                mining_funcs={"tuple_miner": miner_module.TripletMarginMiner(margin=1.0)},
+            )
+        else:
+            kwargs.update(
+                embedding_sizes=[2, 4],
+                dataset=clustered_dataset(),
+                loss_funcs={"metric_loss_0": loss_module.ContrastiveLoss(), "metric_loss_1": loss_module.ContrastiveLoss()},
+                mining_funcs={
+                    "tuple_miner_0": miner_module.PairMarginMiner(),
+                    "tuple_miner_1": miner_module.HDCMiner(filter_percentage=0.5),
+                },
+            )
+        if trainer_module is trainers:
+            kwargs["progress_bar"] = False
+        getattr(trainer_module, name)(**kwargs).train(num_epochs=2)
+        return {k: m.weight.detach() for k, m in models.items()}
+
+    ours = run(trainers, losses, miners)
+    theirs = run(pml_trainers, pml_losses, pml_miners)
+    assert not torch.allclose(ours["trunk"], make_models(seed=4, out=6)["trunk"].weight)  # it did train
+    for k in ours:
+        assert torch.allclose(ours[k], theirs[k], atol=1e-6), k

@@ -16,7 +16,7 @@ import torch
 
 from ..utils import common_functions as c_f
 from . import components, report
-from .config import ConfigError, dump_config, load_config
+from .config import ConfigError, component, dump_config, load_config
 from .data import build_data
 
 
@@ -140,7 +140,7 @@ def train_command(config_path, output, resume=False, seed=None, epochs=None, log
     dump_config(config, resolved_path)
     started = time.time()
     sections = [("held_out", output, False)]
-    if config["evaluation"]["zero_shot"] and config["dataset"]["name"] == "Digits":
+    if config["evaluation"]["zero_shot"] and _name(config, "dataset") == "Digits":
         sections.append(("zero_shot", os.path.join(output, "zero_shot"), True))
     results = {}
     for name, folder, zero_shot in sections:
@@ -203,12 +203,16 @@ def _pictures(run, embeddings, folder, label):
                           os.path.join(folder, "retrieval.png"), f"nearest neighbours ({label})")
 
 
+def _name(config, key):
+    return component(config, key)[0]
+
+
 def _write_report(output, config, results):
     lines = [
         "# deepmetric run report",
         "",
-        f"Dataset `{config['dataset']['name']}`, model `{config['model']['name']}`, loss "
-        f"`{config['loss']['name']}`, {config['epochs']} epochs, seed {config['seed']}; "
+        f"Dataset `{_name(config, 'dataset')}`, model `{_name(config, 'model')}`, loss "
+        f"`{_name(config, 'loss')}`, {config['epochs']} epochs, seed {config['seed']}; "
         f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`.",
         "",
     ]

@@ -15,14 +15,21 @@ from deepmetric.utils.knn import ExactKNN, exact_knn
 
 
 def brute_force(distance, query, k, reference, ref_includes_query=False):
-    """Full matrix, stable sort (lower index first on ties), own entry masked out."""
+    """Full matrix, stable sort (lower index first on ties); with ref_includes_query the k+1
+    best are taken and the own index (else the last entry) removed, the reference's rule."""
     mat = distance(query.double(), reference.double())
-    if ref_includes_query:
-        worst = float("-inf") if distance.is_inverted else float("inf")
-        n = len(query)
-        mat[torch.arange(n), torch.arange(n)] = worst
     values, indices = torch.sort(mat, dim=1, descending=distance.is_inverted, stable=True)
-    return values[:, :k], indices[:, :k]
+    if not ref_includes_query:
+        return values[:, :k], indices[:, :k]
+    values, indices = values[:, : k + 1], indices[:, : k + 1]
+    rows_v, rows_i = [], []
+    for row in range(len(query)):  # test oracle: a plain loop is clearest
+        own = (indices[row] == row).nonzero()
+        drop = int(own[0]) if len(own) else k
+        keep = [j for j in range(k + 1) if j != drop]
+        rows_v.append(values[row, keep])
+        rows_i.append(indices[row, keep])
+    return torch.stack(rows_v), torch.stack(rows_i)
 
 
 DISTANCES = {
@@ -193,8 +200,10 @@ def test_block_size_bounds_the_score_matrix(monkeypatch):
     exact_knn(torch.randn(100, 4), 3, torch.randn(500, 4), block_size=16)
     assert max(s[0] for s in shapes) == 16 and len(shapes) == 7
     shapes.clear()
-    exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=64 * 16 * 1000)
-    assert max(s[0] * s[1] for s in shapes) <= 64 * 1000
+    budget = 1_000_000
+    exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=budget)
+    assert max(s[0] * s[1] for s in shapes) <= budget // knn_module._BYTES_PER_ENTRY
+    assert max(s[1] for s in shapes) < 5000  # the reference set was chunked
 
 
 @requires_reference
@@ -230,3 +239,39 @@ def test_same_as_reference_custom_knn(name):
     rd, ri = CustomKNN(ref_distance, batch_size=32)(query, 7, reference, True)
     assert torch.equal(i, ri)
     torch.testing.assert_close(d, rd, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["default", "lp_p1", "cosine", "dot_raw"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_many_ties_match_stable_brute_force_for_any_block_layout(name, seed):
+    # Small integer coordinates make many exactly equal distances.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-2, 3, (40, 3), generator=g).double()
+    distance = DISTANCES[name]
+    expected_distance = distance if distance is not None else LpDistance(normalize_embeddings=False, power=2)
+    for ref_includes_query in (False, True):
+        ev, ei = brute_force(expected_distance, x, 6, x, ref_includes_query)
+        for block, budget in ((None, None), (3, None), (None, 3000)):
+            d, i = exact_knn(x, 6, x, ref_includes_query, distance, block, budget)
+            torch.testing.assert_close(d, ev)
+            if name != "cosine":  # integer arithmetic: the ties are exact, so is the order
+                assert torch.equal(i, ei), (block, budget)
+
+
+def test_bfloat16_input():
+    torch.manual_seed(7)
+    q, r = torch.randn(10, 4).bfloat16(), torch.randn(30, 4).bfloat16()
+    d, i = exact_knn(q, 3, r)
+    assert d.dtype == torch.float32
+    assert torch.equal(i, exact_knn(q.float(), 3, r.float())[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    torch.manual_seed(8)
+    q, r = torch.randn(300, 32), torch.randn(2000, 32)
+    d, i = exact_knn(q.cuda(), 10, r.cuda(), block_size=64)
+    assert d.device.type == "cuda"
+    dc, ic = exact_knn(q, 10, r)
+    assert torch.equal(i.cpu(), ic)
+    torch.testing.assert_close(d.cpu(), dc, rtol=1e-4, atol=1e-4)

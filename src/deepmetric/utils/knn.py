@@ -17,11 +17,10 @@ from ..distances.lp_distance import LpDistance
 
 # Bytes of scratch memory one search may use for scores; decides the block size when not given.
 # Overridable per object (``memory_budget_bytes``) or globally with DEEPMETRIC_KNN_MEMORY_MB.
-DEFAULT_CPU_BUDGET_BYTES = 256 * 2**20
+DEFAULT_CPU_BUDGET_BYTES = 128 * 2**20
 DEFAULT_CUDA_BUDGET_BYTES = 1024 * 2**20
-# Scratch bytes per score entry: the float32 score, the matmul/addition temporaries, and the
-# comparison mask used for tie detection.
-_BYTES_PER_ENTRY = 16
+# Scratch bytes per score entry: the float32 key plus topk's workspace.
+_BYTES_PER_ENTRY = 8
 # Fewer query rows than this per block makes the matmul inefficient; chunk the reference instead.
 _MIN_ROWS_PER_BLOCK = 64
 
@@ -45,7 +44,7 @@ class ExactKNN:
             i.e. the same neighbours and the same values as the reference's default ``FaissKNN``
             (faiss ``IndexFlatL2``).
         block_size: query rows processed at once. ``None`` picks it from ``memory_budget_bytes``.
-        memory_budget_bytes: scratch memory for one block of scores. ``None``: 256 MiB on CPU,
+        memory_budget_bytes: scratch memory for one block of scores. ``None``: 128 MiB on CPU,
             1 GiB on CUDA (or ``DEEPMETRIC_KNN_MEMORY_MB``).
 
     Semantics:
@@ -57,7 +56,8 @@ class ExactKNN:
           library's rule; it equals "the k best references other than itself".
         * Ties: among equal values, the lower reference index comes first, and the k chosen
           are the lowest indices among tied candidates at the boundary. Results are therefore
-          deterministic and independent of block size and device.
+          deterministic and independent of block size and device (up to the last-bit rounding
+          of the matmul, which can differ between block shapes and devices).
         * NaN scores (possible only with custom distances) rank last.
         * float16/bfloat16 inputs are computed in float32; float64 stays float64.
     """
@@ -201,13 +201,16 @@ def exact_knn(
         values, indices = None, None
         for c0 in range(0, nr, chunk):
             c1 = min(c0 + chunk, nr)
-            scores = scorer.scores(q_block, c0, c1)
-            v, i = _ordered_topk(scores, min(kk, c1 - c0), largest)
+            keys = scorer.keys(q_block, c0, c1)
+            v, i = _ordered_topk(keys, min(kk, c1 - c0), largest)
             i += c0
             if values is None:
                 values, indices = v, i
             else:
                 values, indices = _merge(values, indices, v, i, kk, largest)
+        if scorer.mode == "l2":
+            # Clamping and rounding in finalize can create new ties: restore their index order.
+            values, indices = _sort_ties_by_index(scorer.finalize(q_block, values), indices, largest)
         if own:
             values, indices = _drop_own_entry(values, indices, torch.arange(s, e, device=device))
         out_values[s:e] = values
@@ -216,10 +219,12 @@ def exact_knn(
 
 
 class _Scorer:
-    """Scores of a query block against a reference chunk, with the reference prepared once.
+    """Ranking keys of a query block against a reference chunk, reference prepared once.
 
-    Lp (p=2), dot-product and cosine distances use one matmul per block (the ``|q|^2 + |r|^2 -
-    2 q.r`` expansion for L2). Any other distance object is called on the block directly.
+    Lp (p=2), dot-product and cosine distances use one fused matmul per block. For L2 the key is
+    ``|r|^2 - 2 q.r``: the query's own ``|q|^2``, the clamp at 0 and the power are the same or
+    monotone along a row, so they are applied to the k winners only (:meth:`finalize`). Any
+    other distance object is called on the block and ranked by its own values.
     """
 
     def __init__(self, distance, reference):
@@ -235,6 +240,7 @@ class _Scorer:
             self.reference = reference
         else:
             self.reference = distance.maybe_normalize(reference)
+        if self.mode == "l2":
             self.ref_sq_norms = (self.reference * self.reference).sum(dim=1)
 
     def prepare_query(self, q):
@@ -242,42 +248,52 @@ class _Scorer:
             return q
         return self.distance.maybe_normalize(q)
 
-    def scores(self, q, c0, c1):
-        power = self.distance.power
+    def keys(self, q, c0, c1):
         if self.mode == "generic":
             mat = self.distance(q, self.reference[c0:c1]).to(q.dtype)
             worst = float("-inf") if self.distance.is_inverted else float("inf")
             return mat.nan_to_num_(nan=worst)
         r = self.reference[c0:c1]
-        mat = q @ r.t()
         if self.mode == "dot":
+            mat = q @ r.t()
+            power = self.distance.power
             return mat if power == 1 else mat.pow_(power)
-        # Squared L2; clamped because the expansion can go slightly negative by rounding.
-        mat.mul_(-2).add_(self.ref_sq_norms[c0:c1].unsqueeze(0))
-        mat.add_((q * q).sum(dim=1, keepdim=True)).clamp_min_(0)
-        if power == 2:
-            return mat
-        return mat.pow_(power / 2)
+        return torch.addmm(self.ref_sq_norms[c0:c1].unsqueeze(0), q, r.t(), alpha=-2)
+
+    def finalize(self, q, values):
+        if self.mode != "l2":
+            return values
+        # The expansion can go slightly negative by rounding; a distance cannot.
+        values = values.add_((q * q).sum(dim=1, keepdim=True)).clamp_min_(0)
+        power = self.distance.power
+        return values if power == 2 else values.pow_(power / 2)
 
 
 def _ordered_topk(scores, k, largest):
     """The k best entries of each row, lowest index first among ties, sorted best first."""
-    values, indices = torch.topk(scores, k, dim=1, largest=largest, sorted=True)
-    kth = values[:, -1:]
-    # topk's choice among entries equal to the k-th value is unspecified: redo those rows.
-    at_least_as_good = scores >= kth if largest else scores <= kth
-    ambiguous = at_least_as_good.sum(dim=1) > k
-    if ambiguous.any():
-        rows = ambiguous.nonzero().squeeze(1)
-        sub, t = scores[rows], kth[rows]
-        better = sub > t if largest else sub < t
-        equal = sub == t
-        room = k - better.sum(dim=1, keepdim=True)
-        take = better | (equal & (equal.cumsum(dim=1) <= room))
-        chosen = take.nonzero()[:, 1].view(len(rows), k)  # exactly k per row, ascending index
-        indices[rows] = chosen
-        values[rows] = sub.gather(1, chosen)
-    # Sort by index, then stably by value: equal values end up in ascending index order.
+    n_cols = scores.shape[1]
+    values, indices = torch.topk(scores, min(k + 1, n_cols), dim=1, largest=largest, sorted=True)
+    if n_cols > k:
+        # topk's choice among entries equal to the k-th value is unspecified; the (k+1)-th
+        # equalling the k-th is exactly the case where it had a choice: redo those rows.
+        ambiguous = values[:, k] == values[:, k - 1]
+        values, indices = values[:, :k], indices[:, :k]
+        if ambiguous.any():
+            rows = ambiguous.nonzero().squeeze(1)
+            sub, t = scores[rows], values[rows, k - 1 :]
+            better = sub > t if largest else sub < t
+            equal = sub == t
+            room = k - better.sum(dim=1, keepdim=True)
+            take = better | (equal & (equal.cumsum(dim=1) <= room))
+            chosen = take.nonzero()[:, 1].view(len(rows), k)  # exactly k per row, ascending
+            indices[rows] = chosen
+            values[rows] = sub.gather(1, chosen)
+    return _sort_ties_by_index(values, indices, largest)
+
+
+def _sort_ties_by_index(values, indices, largest):
+    """Sort rows best first; equal values in ascending index order (index sort, then a stable
+    value sort)."""
     indices, order = indices.sort(dim=1)
     values = values.gather(1, order)
     values, order = values.sort(dim=1, descending=largest, stable=True)

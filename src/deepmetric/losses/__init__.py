@@ -8,6 +8,7 @@ from .generic_pair_loss import GenericPairLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .triplet_margin_loss import TripletMarginLoss
 from .tuplet_margin_loss import TupletMarginLoss
 
@@ -20,6 +21,7 @@ __all__ = [
     "GenericPairLoss",
     "IntraPairVarianceLoss",
     "MarginLoss",
+    "SignalToNoiseRatioContrastiveLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
     "WeightMixin",

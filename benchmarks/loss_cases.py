@@ -24,4 +24,9 @@ CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
 CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))
-CASES.append(LossCase("SignalToNoiseRatioContrastiveLoss", lambda lib, d, c: lib.losses.SignalToNoiseRatioContrastiveLoss()))
+CASES.append(
+    LossCase(
+        "SignalToNoiseRatioContrastiveLoss",
+        lambda lib, d, c: lib.losses.SignalToNoiseRatioContrastiveLoss(),
+    )
+)

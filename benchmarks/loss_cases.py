@@ -30,3 +30,4 @@ CASES.append(
         lambda lib, d, c: lib.losses.SignalToNoiseRatioContrastiveLoss(),
     )
 )
+CASES.append(LossCase("InstanceLoss", lambda lib, d, c: lib.losses.InstanceLoss()))

@@ -5,6 +5,7 @@ from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
+from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
@@ -19,6 +20,7 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "InstanceLoss",
     "IntraPairVarianceLoss",
     "MarginLoss",
     "SignalToNoiseRatioContrastiveLoss",

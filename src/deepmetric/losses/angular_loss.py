@@ -43,8 +43,6 @@ class AngularLoss(BaseMetricLossFunction):
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_required(labels)
-        if ref_labels is None:
-            raise ValueError("AngularLoss needs ref_labels when ref_emb is given, to find the negatives")
         if indices_tuple is None:
             # Only the positive pairs are listed; the negatives come from the label mask.
             pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)

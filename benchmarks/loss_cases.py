@@ -48,3 +48,10 @@ CASES += [
 ]
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
 CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))
+CASES.append(
+    LossCase(
+        "SignalToNoiseRatioContrastiveLoss",
+        lambda lib, d, c: lib.losses.SignalToNoiseRatioContrastiveLoss(),
+    )
+)
+CASES.append(LossCase("InstanceLoss", lambda lib, d, c: lib.losses.InstanceLoss()))

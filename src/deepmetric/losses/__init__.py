@@ -8,6 +8,7 @@ from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .generic_pair_loss import GenericPairLoss
+from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
@@ -19,6 +20,7 @@ from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
 from .self_supervised_loss import SelfSupervisedLoss
+from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
@@ -37,6 +39,7 @@ __all__ = [
     "EmbeddingRegularizerMixin",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "InstanceLoss",
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
@@ -47,6 +50,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
     "SelfSupervisedLoss",
+    "SignalToNoiseRatioContrastiveLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",

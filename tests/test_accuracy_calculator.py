@@ -544,3 +544,35 @@ def test_oracle_module_functions():
         ]
         for ours, theirs in pairs:
             np.testing.assert_allclose(np.array(ours), np.array(theirs), rtol=1e-6)
+
+
+def brute_force_at_k(knn_labels, query_labels, relevant, k):
+    """Plain-loop reference for the new metrics (a test oracle, clarity over speed)."""
+    precision, recall, average_precision = [], [], []
+    for row, label, r in zip(knn_labels.tolist(), query_labels.tolist(), relevant):
+        rel = [1.0 if x == label else 0.0 for x in row[:k]]
+        hits, ap = 0.0, 0.0
+        for i, is_rel in enumerate(rel, start=1):
+            hits += is_rel
+            ap += is_rel * hits / i
+        precision.append(sum(rel) / k)
+        recall.append(1.0 if any(rel) else 0.0)
+        average_precision.append(ap / min(r, k))
+    return mean(precision), mean(recall), mean(average_precision)
+
+
+@pytest.mark.parametrize("k", [1, 4, 25])
+def test_new_metrics_match_a_plain_loop_with_lone_queries(k):
+    x, labels = clustered(160, 5, 8, seed=13, noise=2.0)
+    query, query_labels = x[:60], labels[:60]
+    keep = labels[60:] != 2  # class 2 has no reference items: its queries are lone
+    reference, reference_labels = x[60:][keep], labels[60:][keep]
+    result = calc(include=(f"precision_at_{k}", f"recall_at_{k}", f"mean_average_precision_at_{k}")).get_accuracy(
+        query, query_labels, reference, reference_labels
+    )
+    _, indices = ac.ExactKNN()(query, k, reference)
+    valid = query_labels != 2
+    relevant = [int((reference_labels == y).sum()) for y in query_labels[valid].tolist()]
+    expected = brute_force_at_k(reference_labels[indices][valid], query_labels[valid], relevant, k)
+    got = (result[f"precision_at_{k}"], result[f"recall_at_{k}"], result[f"mean_average_precision_at_{k}"])
+    assert got == pytest.approx(expected, abs=1e-12)

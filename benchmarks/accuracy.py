@@ -39,14 +39,17 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--k", default=None, help="None, an int or max_bin_count")
     args = parser.parse_args()
+    k = int(args.k) if args.k and args.k.isdigit() else args.k
+    options = {} if k is None else {"k": k}
     rows = []
     for n in args.sizes:
         row = {"n": n}
         for library in ("deepmetric", "reference"):
             result = measure(
                 "benchmarks.accuracy:workload",
-                {"library": library, "n": n},
+                {"library": library, "n": n, **options},
                 repeats=args.repeats,
                 warmup=0,
                 timeout_s=900,
@@ -59,8 +62,9 @@ def main():
             row["time_ratio"] = ours["median_s"] / theirs["median_s"]
         rows.append(row)
         print(json.dumps(row))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1) + "\n")
+    path = RESULTS if k is None else RESULTS.with_name(f"accuracy_k_{k}.json")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"threads": args.threads, "k": k, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -576,3 +576,10 @@ def test_new_metrics_match_a_plain_loop_with_lone_queries(k):
     expected = brute_force_at_k(reference_labels[indices][valid], query_labels[valid], relevant, k)
     got = (result[f"precision_at_{k}"], result[f"recall_at_{k}"], result[f"mean_average_precision_at_{k}"])
     assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_map_at_k_beyond_retrieved_divides_by_min_r_k():
+    # 2 neighbours retrieved, both relevant, R = 5: MAP@4 = (1 + 1) / min(5, 4).
+    counts = (torch.tensor([1.0]), torch.tensor([5]))
+    got = ac.mean_average_precision_at_k(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0]]), 4, False, counts)
+    assert got == pytest.approx(2 / 4)

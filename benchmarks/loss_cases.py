@@ -27,4 +27,5 @@ CASES = [
     LossCase(
         "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
     ),
+    LossCase("NPairsLoss", lambda lib, d, c: lib.losses.NPairsLoss()),
 ]

@@ -8,6 +8,7 @@ from .generic_pair_loss import GenericPairLoss
 from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .n_pairs_loss import NPairsLoss
 from .ntxent_loss import NTXentLoss
 from .supcon_loss import SupConLoss
 from .triplet_margin_loss import TripletMarginLoss
@@ -22,6 +23,7 @@ __all__ = [
     "GenericPairLoss",
     "LiftedStructureLoss",
     "MultiSimilarityLoss",
+    "NPairsLoss",
     "NTXentLoss",
     "SupConLoss",
     "TripletMarginLoss",

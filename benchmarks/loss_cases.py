@@ -28,6 +28,7 @@ CASES = [
         "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
     ),
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
+    LossCase("NPairsLoss", lambda lib, d, c: lib.losses.NPairsLoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

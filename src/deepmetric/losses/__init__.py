@@ -15,6 +15,7 @@ from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructu
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .n_pairs_loss import NPairsLoss
 from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
@@ -46,6 +47,7 @@ __all__ = [
     "MarginLoss",
     "MultiSimilarityLoss",
     "NCALoss",
+    "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",

@@ -20,4 +20,5 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
+    LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
 ]

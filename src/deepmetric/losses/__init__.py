@@ -3,6 +3,7 @@
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
+from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .nca_loss import NCALoss
@@ -13,6 +14,7 @@ __all__ = [
     "BaseMetricLossFunction",
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
+    "FastAPLoss",
     "GenericPairLoss",
     "NCALoss",
     "TripletMarginLoss",

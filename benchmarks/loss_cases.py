@@ -21,4 +21,6 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
     LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
+    # needs equally many samples of every class (the grid's labels are arange(N) % C)
+    LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
 ]

@@ -7,6 +7,7 @@ from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .nca_loss import NCALoss
+from .smooth_ap import SmoothAPLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "FastAPLoss",
     "GenericPairLoss",
     "NCALoss",
+    "SmoothAPLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

@@ -29,6 +29,9 @@ CASES = [
     ),
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
     LossCase("NPairsLoss", lambda lib, d, c: lib.losses.NPairsLoss()),
+    LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
+    # needs equally many samples of every class (the grid's labels are arange(N) % C)
+    LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

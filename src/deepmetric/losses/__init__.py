@@ -7,6 +7,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
+from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
 from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
@@ -22,6 +23,7 @@ from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
+from .smooth_ap import SmoothAPLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
@@ -38,6 +40,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "EmbeddingRegularizerMixin",
+    "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
     "InstanceLoss",
@@ -53,6 +56,7 @@ __all__ = [
     "P2SGradLoss",
     "SelfSupervisedLoss",
     "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",

@@ -13,6 +13,7 @@ from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
 from ..utils.key_checker import KeyChecker, KeyCheckerDict
 from ..utils.loss_tracker import LossTracker
+from . import distributed_training as ddp
 
 CHECKPOINT_FORMAT = 1
 
@@ -37,6 +38,11 @@ class BaseTrainer:
       continues after its last completed epoch; the final weights equal those of an uninterrupted
       run. Without any checkpoint in the folder training starts from ``start_epoch``.
     * ``checkpoint_keep``: how many checkpoints to keep (older ones are deleted).
+    * ``distributed``: train as one process of a ``torch.distributed`` group (default: whenever a
+      group of more than one process is initialised, as under torchrun). ``batch_size`` is then
+      each process's share of the global batch; see ``trainers/distributed_training.py`` for what
+      is wrapped and why the result equals single-process training on the global batch. Without a
+      sampler, each process reads a disjoint share of every epoch (``DistributedSampler``).
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class BaseTrainer:
         checkpoint_folder=None,
         resume=False,
         checkpoint_keep=2,
+        distributed=None,
     ):
         self.models = models
         self.optimizers = optimizers
@@ -101,12 +108,18 @@ class BaseTrainer:
         self.checkpoint_folder = checkpoint_folder
         self.resume = resume
         self.checkpoint_keep = checkpoint_keep
+        self.distributed = ddp.active() if distributed is None else bool(distributed)
         self._check_extra_arguments()
         self.loss_names = list(self.loss_funcs.keys())
         self.custom_setup()
         self.verify_dict_keys()
         self.initialize_models()
         self.initialize_data_device()
+        if self.distributed:
+            # Copies, so that the caller's dicts keep their own (unwrapped) objects.
+            self.models, self.loss_funcs = dict(self.models), dict(self.loss_funcs)
+            self.mining_funcs = dict(self.mining_funcs)
+            ddp.wrap_for_distributed(self)
         self.initialize_label_mapper()
         self.initialize_loss_tracker()
         self.initialize_loss_weights()
@@ -124,6 +137,11 @@ class BaseTrainer:
         self._pass_rng_states = None
 
     def _check_extra_arguments(self):
+        if self.distributed and not ddp.active():
+            raise ArgumentError(
+                "distributed=True needs an initialised torch.distributed process group of more "
+                "than one process (for example, launch with torchrun)"
+            )
         if self.resume and self.checkpoint_folder is None:
             raise ArgumentError("resume=True needs checkpoint_folder (the folder to resume from)")
         keep = self.checkpoint_keep
@@ -169,7 +187,7 @@ class BaseTrainer:
             c_f.LOGGER.info(f"TRAINING EPOCH {self.epoch}")
             pbar = tqdm.tqdm(
                 range(self.iterations_per_epoch),
-                disable=not self.progress_bar,
+                disable=not self.progress_bar or not ddp.is_main_process(),
                 desc=f"epoch {self.epoch}",
             )
             running = 0.0
@@ -186,7 +204,9 @@ class BaseTrainer:
             self.zero_losses()
             stop = self.end_of_epoch_hook(self) is False
             if self.checkpoint_folder is not None:
-                self.save_checkpoint(stopped_early=stop)
+                if ddp.is_main_process():
+                    self.save_checkpoint(stopped_early=stop)
+                ddp.barrier()  # nobody resumes from a checkpoint that is still being written
             if stop:
                 break
 
@@ -250,6 +270,8 @@ class BaseTrainer:
                 f"was skipped or had weight 0 (loss_weights={self.loss_weights})"
             )
         self.grad_scaler.scale(total).backward()
+        if self.distributed:
+            ddp.correct_loss_parameter_grads(self)
 
     def get_global_iteration(self):
         return self.iteration + self.iterations_per_epoch * (self.epoch - 1)
@@ -320,6 +342,10 @@ class BaseTrainer:
 
     def initialize_dataloader(self):
         c_f.LOGGER.info("Initializing dataloader")
+        if self.distributed and self.sampler is None:
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.dataset, shuffle=True, seed=0 if self.seed is None else self.seed, drop_last=True
+            )
         self.dataloader = c_f.get_train_dataloader(
             self.dataset, self.batch_size, self.sampler, self.dataloader_num_workers, self.collate_fn
         )
@@ -473,7 +499,7 @@ class BaseTrainer:
     def _fresh_start(self):
         if self.seed is not None:
             _seed_everything(self.seed)
-        if self.checkpoint_folder is not None:
+        if self.checkpoint_folder is not None and ddp.is_main_process():
             stale = ckpt.list_checkpoints(self.checkpoint_folder)
             if stale:
                 c_f.LOGGER.warning(
@@ -481,6 +507,7 @@ class BaseTrainer:
                 )
                 for _, path in stale:
                     _remove(path)
+        ddp.barrier()
         self._start_pass()
 
     # ------------------------------------------------------------------------------------------
@@ -533,8 +560,8 @@ class BaseTrainer:
             if hasattr(v, "load_state_dict"):
                 _load_into(v, state["loss_funcs"], k, "loss_funcs")
         for k, v in self.mining_funcs.items():
-            if hasattr(v, "load_state_dict"):
-                _load_into(v, state["mining_funcs"], k, "mining_funcs")
+            if hasattr(_unwrap(v), "load_state_dict"):
+                _load_into(_unwrap(v), state["mining_funcs"], k, "mining_funcs")
         if "sampler" in state and hasattr(self.sampler, "load_state_dict"):
             self.sampler.load_state_dict(state["sampler"])
         self.loss_weights.update(state.get("loss_weights", {}))
@@ -590,14 +617,11 @@ def _has_grads(optimizer):
     return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
-def _unwrap(model):
-    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        return model.module
-    return model
+_unwrap = ddp.unwrap
 
 
 def _state_dicts(objects):
-    return {k: v.state_dict() for k, v in objects.items() if hasattr(v, "state_dict")}
+    return {k: _unwrap(v).state_dict() for k, v in objects.items() if hasattr(_unwrap(v), "state_dict")}
 
 
 def _load_into(obj, saved, key, group):

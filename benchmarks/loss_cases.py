@@ -23,4 +23,5 @@ CASES = [
     LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
     # needs equally many samples of every class (the grid's labels are arange(N) % C)
     LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
+    LossCase("PNPLoss", lambda lib, d, c: lib.losses.PNPLoss()),
 ]

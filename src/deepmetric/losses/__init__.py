@@ -7,6 +7,7 @@ from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .nca_loss import NCALoss
+from .pnp_loss import PNPLoss
 from .smooth_ap import SmoothAPLoss
 from .triplet_margin_loss import TripletMarginLoss
 
@@ -18,6 +19,7 @@ __all__ = [
     "FastAPLoss",
     "GenericPairLoss",
     "NCALoss",
+    "PNPLoss",
     "SmoothAPLoss",
     "TripletMarginLoss",
     "WeightMixin",

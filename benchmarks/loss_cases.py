@@ -24,4 +24,5 @@ CASES = [
     # needs equally many samples of every class (the grid's labels are arange(N) % C)
     LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
     LossCase("PNPLoss", lambda lib, d, c: lib.losses.PNPLoss()),
+    LossCase("HistogramLoss", lambda lib, d, c: lib.losses.HistogramLoss()),
 ]

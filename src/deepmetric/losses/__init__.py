@@ -5,6 +5,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
 from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
+from .histogram_loss import HistogramLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .nca_loss import NCALoss
 from .pnp_loss import PNPLoss
@@ -18,6 +19,7 @@ __all__ = [
     "EmbeddingRegularizerMixin",
     "FastAPLoss",
     "GenericPairLoss",
+    "HistogramLoss",
     "NCALoss",
     "PNPLoss",
     "SmoothAPLoss",

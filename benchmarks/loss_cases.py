@@ -32,6 +32,8 @@ CASES = [
     LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
     # needs equally many samples of every class (the grid's labels are arange(N) % C)
     LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
+    LossCase("PNPLoss", lambda lib, d, c: lib.losses.PNPLoss()),
+    LossCase("HistogramLoss", lambda lib, d, c: lib.losses.HistogramLoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))

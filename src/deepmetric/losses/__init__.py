@@ -9,6 +9,7 @@ from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
+from .histogram_loss import HistogramLoss
 from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
@@ -21,6 +22,7 @@ from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
+from .pnp_loss import PNPLoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .smooth_ap import SmoothAPLoss
@@ -43,6 +45,7 @@ __all__ = [
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "HistogramLoss",
     "InstanceLoss",
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
@@ -54,6 +57,7 @@ __all__ = [
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "PNPLoss",
     "SelfSupervisedLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",

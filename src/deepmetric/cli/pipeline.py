@@ -16,9 +16,9 @@ import torch
 
 from ..utils import common_functions as c_f
 from . import components, report
-from .distributed import is_main_process, join_process_group, per_process_batch_size
 from .config import ConfigError, component, dump_config, load_config
 from .data import build_data
+from .distributed import is_main_process, join_process_group, per_process_batch_size
 
 
 def seed_everything(seed):

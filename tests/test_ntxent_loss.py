@@ -162,9 +162,14 @@ def test_matches_reference_with_a_miner_and_no_labels(dtype):
 
 
 @requires_reference
-def test_matches_reference_in_float16():
+def test_float16_is_accumulated_in_float32_and_matches_the_float32_loss():
+    # The reference adds float16's tiny (6e-5) inside the log in float16, which caps every term
+    # near -log(6e-5) = 9.7 and so differs from its own float32 result; ours does not.
     emb, labels, _ = random_batch(24, 8, 4, torch.float16, seed=2)
-    assert_matches_reference("NTXentLoss", emb, labels, scale=1)
+    value16 = NTXentLoss()(emb, labels)
+    value32 = NTXentLoss()(emb.detach().float(), labels)
+    assert value16.dtype == torch.float16
+    torch.testing.assert_close(value16.float(), value32, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("listed", [False, True], ids=["labels", "pair-list"])

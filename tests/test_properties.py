@@ -160,7 +160,9 @@ def test_float32_agrees_with_float64(name, batch):
     if a is None or b is None:
         return
     # a.double(): SmoothAPLoss returns float32 whatever the input dtype (reference behaviour)
-    torch.testing.assert_close(b.double(), a.double(), rtol=1e-3, atol=1e-3, msg=f"{name}: float32 vs float64")
+    torch.testing.assert_close(
+        b.double(), a.double(), rtol=1e-3, atol=1e-3, msg=f"{name}: float32 vs float64"
+    )
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
@@ -172,3 +174,33 @@ def test_zero_loss_still_backpropagates(name):
         return
     value.sum().backward()
     assert emb.grad is not None and torch.isfinite(emb.grad).all()
+
+
+EXPONENTIATING = [
+    "NTXentLoss",
+    "SupConLoss",
+    "MultiSimilarityLoss",
+    "CircleLoss",
+    "ArcFaceLoss",
+    "CosFaceLoss",
+    "SphereFaceLoss",
+    "LargeMarginSoftmaxLoss",
+    "SubCenterArcFaceLoss",
+    "PNPLoss",
+    "SmoothAPLoss",
+]
+
+
+@pytest.mark.parametrize("name", [n for n in EXPONENTIATING if n in AVAILABLE])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_gives_finite_values_and_gradients(name, dtype):
+    # Ordinary inputs: 4 classes x 4 samples (SmoothAP needs equal class sizes), unit-scale rows.
+    labels = [c for c in range(4) for _ in range(4)]
+    emb, labels_t = make_inputs(16, 8, labels, 0, dtype)
+    value = evaluate(name, emb, labels_t)
+    assert value is not None, f"{name} rejected an ordinary {dtype} batch"
+    assert torch.isfinite(value.float()).all(), f"{name} gave {value} in {dtype}"
+    (grad,) = torch.autograd.grad(value.sum(), emb)
+    assert torch.isfinite(grad.float()).all(), f"{name} gave non-finite {dtype} gradients"
+    reference = evaluate(name, emb.detach().double().requires_grad_(True), labels_t)
+    torch.testing.assert_close(value.double(), reference.double(), rtol=5e-2, atol=5e-2)

@@ -68,9 +68,10 @@ class NTXentLoss(GenericPairLoss):
         # An anchor without negatives has neg_lse at the finite sentinel: its ratio is 1, loss 0.
         # log(e^pos / (e^pos + e^neg)) = -log(1 + e^(neg - pos)): no cancellation when the ratio is near 1.
         log_ratio = -torch.logaddexp(torch.zeros_like(pos_logits), neg_lse - pos_logits)
-        # -log(ratio + tiny) as in the reference (the offset matters in float16), written as a
+        # -log(ratio + tiny) as in the reference, with tiny of the float32 accumulation (the
+        # reference adds float16's tiny in float16, which caps each term near 9.7), written as a
         # logaddexp so that ratios close to 1 keep their precision.
-        log_tiny = torch.full_like(log_ratio, math.log(c_f.small_val(dtype)))
+        log_tiny = torch.full_like(log_ratio, math.log(c_f.small_val(pos_logits.dtype)))
         losses = -torch.logaddexp(log_ratio, log_tiny)
         return {"loss": {"losses": losses.to(dtype), "indices": (a1, p), "reduction_type": "pos_pair"}}
 

@@ -14,6 +14,12 @@ from deepmetric.cli.main import main
 
 pytest.importorskip("sklearn")
 
+
+@pytest.fixture(autouse=True)
+def cheap_projection(monkeypatch):
+    # UMAP's first call compiles for tens of seconds; the pictures themselves are tested elsewhere.
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "pca")
+
 TINY_CONFIG = """
 seed: 3
 epochs: {epochs}

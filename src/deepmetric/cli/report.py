@@ -84,9 +84,23 @@ def _pyplot():
 
 
 def project_2d(embeddings, seed=0):
-    """``(points, method)``: a 2-D projection of the rows of ``embeddings``."""
+    """``(points, method)``: a 2-D projection of the rows of ``embeddings``.
+
+    UMAP when umap-learn is installed, else t-SNE. ``DEEPMETRIC_PROJECTION=pca`` (or ``tsne``)
+    picks a cheaper method: UMAP's first call in a process compiles code for tens of seconds.
+    """
     embeddings = np.asarray(embeddings, dtype=np.float32)
+    choice = os.environ.get("DEEPMETRIC_PROJECTION", "umap").lower()
+    if choice not in ("umap", "tsne", "pca"):
+        raise ValueError(f"DEEPMETRIC_PROJECTION must be umap, tsne or pca, got {choice!r}")
+    if choice == "pca":
+        centred = embeddings - embeddings.mean(axis=0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        return centred @ components[:2].T, "PCA"
     try:
+        if choice != "umap":
+            raise ImportError
+
         import umap
 
         reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1)

@@ -1,0 +1,69 @@
+"""The run report's pieces: 2-D projections, the two pictures, the history CSV and TensorBoard."""
+
+import numpy as np
+import pytest
+
+from deepmetric.cli import report
+
+
+def blobs(n=60, d=5, seed=0):
+    rng = np.random.RandomState(seed)
+    labels = np.arange(n) % 3
+    return rng.randn(3, d)[labels] * 4 + rng.randn(n, d), labels
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_projection_methods_give_two_columns_per_row(monkeypatch, method):
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", method)
+    x, _ = blobs()
+    points, name = report.project_2d(x)
+    assert points.shape == (60, 2) and name == {"pca": "PCA", "tsne": "t-SNE"}[method]
+    assert np.isfinite(points).all()
+
+
+def test_pca_projection_keeps_the_direction_of_largest_variance(monkeypatch):
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "pca")
+    x = np.zeros((4, 3))
+    x[:, 1] = [-3, -1, 1, 3]
+    points, _ = report.project_2d(x)
+    np.testing.assert_allclose(np.abs(points[:, 0]), [3, 1, 1, 3], atol=1e-6)
+    np.testing.assert_allclose(points[:, 1], 0, atol=1e-6)
+
+
+def test_unknown_projection_is_rejected(monkeypatch):
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "isomap")
+    with pytest.raises(ValueError, match="umap, tsne or pca"):
+        report.project_2d(blobs()[0])
+
+
+def test_pictures_are_written(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "pca")
+    x, labels = blobs()
+    report.plot_embeddings(x, labels, str(tmp_path / "e.png"), "title")
+    neighbours = np.tile(np.arange(6), (4, 1))
+    report.plot_retrieval(
+        np.arange(4), neighbours, labels, lambda i: np.full((8, 8), i % 2), str(tmp_path / "r.png"), "t"
+    )
+    for name in ("e.png", "r.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_rows_of_a_resumed_epoch_replace_the_old_ones(tmp_path):
+    path = str(tmp_path / "history.csv")
+    for epoch in (1, 2, 3):
+        report.write_history_row(path, {"epoch": epoch, "loss": float(epoch)})
+    report.write_history_row(path, {"epoch": 2, "loss": 9.0})
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines == ["epoch,loss", "1,1.0", "2,9.0"]
+    assert report.history_epochs(path) == 2
+    assert report.history_epochs(str(tmp_path / "missing.csv")) == 0
+
+
+def test_tensorboard_scalars_are_written_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    log = report.TensorBoardLog(str(tmp_path))
+    log.write(1, {"loss": 0.5}, group="held_out")
+    log.close()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+    assert report.TensorBoardLog(None).writer is None

@@ -5,6 +5,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .ranked_list_loss import RankedListLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
+    "RankedListLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

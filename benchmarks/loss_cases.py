@@ -20,4 +20,5 @@ CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("RankedListLoss", lambda lib, d, c: lib.losses.RankedListLoss(margin=0.4, Tn=1.0)),
+    LossCase("ThresholdConsistentMarginLoss", lambda lib, d, c: lib.losses.ThresholdConsistentMarginLoss()),
 ]

@@ -6,6 +6,7 @@ from .contrastive_loss import ContrastiveLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .ranked_list_loss import RankedListLoss
+from .tcm_loss import ThresholdConsistentMarginLoss
 from .triplet_margin_loss import TripletMarginLoss
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
     "RankedListLoss",
+    "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
     "WeightMixin",
     "WeightRegularizerMixin",

@@ -21,4 +21,5 @@ CASES = [
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
     LossCase("RankedListLoss", lambda lib, d, c: lib.losses.RankedListLoss(margin=0.4, Tn=1.0)),
     LossCase("ThresholdConsistentMarginLoss", lambda lib, d, c: lib.losses.ThresholdConsistentMarginLoss()),
+    LossCase("DynamicSoftMarginLoss", lambda lib, d, c: lib.losses.DynamicSoftMarginLoss()),
 ]

@@ -3,6 +3,7 @@
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .contrastive_loss import ContrastiveLoss
+from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .generic_pair_loss import GenericPairLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .ranked_list_loss import RankedListLoss
@@ -13,6 +14,7 @@ __all__ = [
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "ContrastiveLoss",
+    "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",
     "GenericPairLoss",
     "RankedListLoss",

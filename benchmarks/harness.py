@@ -35,12 +35,19 @@ class Result:
         return asdict(self)
 
 
-def measure(workload, kwargs, repeats=5, warmup=1, timeout_s=120, memory_limit_gb=8, threads=None):
-    """Run ``workload(**kwargs)`` in a child process; see the module docstring."""
+def measure(
+    workload, kwargs, repeats=5, warmup=1, timeout_s=120, memory_limit_gb=8, threads=None, min_time=None
+):
+    """Run ``workload(**kwargs)`` in a child process; see the module docstring.
+
+    ``min_time`` (seconds) stops the timed calls early once they add up to it, so slow rows cost
+    at least one timed call and at most about ``min_time`` plus one call.
+    """
     request = {
         "workload": workload,
         "kwargs": kwargs,
         "repeats": repeats,
+        "min_time": min_time,
         "warmup": warmup,
         "memory_limit_gb": memory_limit_gb,
         "threads": threads,
@@ -116,6 +123,8 @@ def _child(request):
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
+            if request.get("min_time") and sum(times) >= request["min_time"]:
+                break
     except (MemoryError, RuntimeError) as err:
         message = " ".join(str(err).split())
         status = "oom" if isinstance(err, MemoryError) or "alloc" in message.lower() else "error"

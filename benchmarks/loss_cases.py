@@ -32,8 +32,42 @@ class LossCase:
 CASES = [
     LossCase("ContrastiveLoss", lambda lib, d, c: lib.losses.ContrastiveLoss()),
     LossCase("TripletMarginLoss", lambda lib, d, c: lib.losses.TripletMarginLoss()),
+    LossCase("MultiSimilarityLoss", lambda lib, d, c: lib.losses.MultiSimilarityLoss()),
+    LossCase("NTXentLoss", lambda lib, d, c: lib.losses.NTXentLoss()),
+    LossCase("SupConLoss", lambda lib, d, c: lib.losses.SupConLoss()),
+    LossCase("CircleLoss", lambda lib, d, c: lib.losses.CircleLoss()),
+    LossCase("LiftedStructureLoss", lambda lib, d, c: lib.losses.LiftedStructureLoss()),
+    LossCase(
+        "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
+    ),
+    LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
+]
+CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
+CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
+
+# Classification losses with a learnable class matrix (angular-margin family and relatives).
+CASES += [
+    LossCase("LargeMarginSoftmaxLoss", lambda lib, d, c: lib.losses.LargeMarginSoftmaxLoss(c, d), False),
+    LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False),
+    LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False),
+    LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False),
+    LossCase(
+        "SubCenterArcFaceLoss",
+        lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
+        False,
+    ),
+    LossCase("NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False),
+    LossCase("P2SGradLoss", lambda lib, d, c: lib.losses.P2SGradLoss(d, c), False),
+]
+CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
+CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))
+
+# Ranking, margin and proxy losses (rank-b).
+CASES += [
     LossCase("RankedListLoss", lambda lib, d, c: lib.losses.RankedListLoss(margin=0.4, Tn=1.0)),
-    LossCase("ThresholdConsistentMarginLoss", lambda lib, d, c: lib.losses.ThresholdConsistentMarginLoss()),
+    LossCase(
+        "ThresholdConsistentMarginLoss", lambda lib, d, c: lib.losses.ThresholdConsistentMarginLoss()
+    ),
     LossCase("DynamicSoftMarginLoss", lambda lib, d, c: lib.losses.DynamicSoftMarginLoss()),
     LossCase("ManifoldLoss", lambda lib, d, c: _LabelsIgnored(lib.losses.ManifoldLoss(d)), pair_based=False),
 ]

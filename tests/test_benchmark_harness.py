@@ -1,5 +1,6 @@
 """The benchmark harness measures in a child process and turns failures into rows."""
 
+from benchmarks import grid
 from benchmarks.harness import measure
 
 
@@ -23,3 +24,68 @@ def test_time_cap_becomes_a_timeout_row():
 
 def test_unknown_workload_is_an_error_row():
     assert measure("benchmarks.harness:no_such_function", {}).status == "error"
+
+
+def test_min_time_stops_timed_calls_early():
+    result = measure("benchmarks.harness:allocate", {"seconds": 0.2}, repeats=50, warmup=0, min_time=0.3)
+    assert result.status == "ok"
+    assert 0.2 <= result.median_s < 1.0
+
+
+def _entry(name="Row", n=512, d=128, ours=None, theirs=None, floor=None):
+    entry = {"grid": "losses", "name": name, "n": n, "d": d, "deepmetric": ours}
+    if theirs is not None:
+        entry["reference"] = theirs
+    if floor is not None:
+        entry["floor"] = floor
+    return entry
+
+
+def _ok(seconds, mb=10.0):
+    return {"status": "ok", "median_s": seconds, "peak_extra_mb": mb, "detail": ""}
+
+
+def test_speedup_and_floor_ratio_are_reference_over_ours_and_ours_over_floor():
+    entry = _entry(ours=_ok(0.5), theirs=_ok(2.0), floor=_ok(0.1))
+    assert grid.speedup(entry) == 4.0
+    assert grid.floor_ratio(entry) == 5.0
+    assert grid.speedup(_entry(ours=_ok(0.5), theirs={"status": "oom"})) is None
+
+
+def test_table_says_when_the_reference_failed():
+    text = grid.table([_entry(ours=_ok(0.002), theirs={"status": "oom", "detail": ""})])
+    row = text.splitlines()[2]
+    assert "| out of memory | reference failed |" in row
+    assert "| 2.0 |" in row
+
+
+def test_summary_counts_median_slower_rows_and_memory_misses():
+    entries = [
+        _entry("A", ours=_ok(1.0), theirs=_ok(3.0)),
+        _entry("B", ours=_ok(1.0), theirs=_ok(0.5)),
+        _entry("C", ours=_ok(1.0), theirs=_ok(5.0)),
+        _entry("D", n=4096, d=512, ours=_ok(1.0, mb=3000)),
+    ]
+    text = grid.summary(entries)
+    assert "median speed-up 3.0x over 3 rows" in text
+    assert "slower than the reference: B N=512" in text
+    assert "D=512: D N=4096 D=512" in text
+
+
+def test_every_loss_and_miner_case_has_a_row_per_size():
+    rows = grid.loss_rows() + grid.miner_rows()
+    names = {r.name for r in rows}
+    assert {"ContrastiveLoss", "TripletMarginMiner"} <= names
+    assert all(r.with_reference == ((r.n, r.d) != grid.LARGE) for r in rows)
+
+
+def test_quick_run_regenerates_docs_between_markers(tmp_path, monkeypatch):
+    import benchmarks.__main__ as bench
+
+    doc = tmp_path / "performance.md"
+    doc.write_text("intro\n<!-- bench:miners -->\nold\n<!-- /bench:miners -->\nend\n")
+    monkeypatch.setattr(bench, "DOC", doc)
+    bench.update_docs("miners", [_entry("M", ours=_ok(0.001), theirs=_ok(0.002))])
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "| M | 512 | 128 | 1.0 | 2.0 | 2.0x |" in text

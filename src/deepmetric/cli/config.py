@@ -14,14 +14,14 @@ import os
 DEFAULT_CONFIG = {
     "seed": 0,
     "epochs": 40,
-    "batch_size": 256,
+    "batch_size": 160,
     "device": "cpu",
     "num_workers": 0,
     "dataset": {"name": "Digits", "args": {"protocol": "held_out_samples"}},
     "model": {"name": "MLP", "args": {"hidden_sizes": [256], "embedding_size": 64}},
     "loss": {"name": "MultiSimilarityLoss", "args": {"alpha": 2, "beta": 40, "base": 0.5}},
     "miner": {"name": "MultiSimilarityMiner", "args": {"epsilon": 0.1}},
-    "sampler": {"name": "MPerClassSampler", "args": {"m": 16}},
+    "sampler": {"name": "MPerClassSampler", "args": {"m": 32}},
     "optimizer": {"name": "Adam", "args": {"lr": 0.002}},
     "scheduler": {"name": "CosineAnnealingLR", "args": {"T_max": 40}},
     "evaluation": {

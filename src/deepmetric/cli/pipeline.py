@@ -162,19 +162,25 @@ def _train_section(config, folder, zero_shot, resume, log, label):
     def end_of_iteration(trainer):
         epoch_losses.append(float(trainer.losses["total_loss"]))
 
+    if not resume and os.path.exists(history):
+        os.remove(history)
+    scalars = report.TensorBoardLog(folder, first_epoch=report.history_epochs(history) + 1 if resume else 1)
+
     def end_of_epoch(trainer):
         loss = sum(epoch_losses) / max(len(epoch_losses), 1)
         epoch_losses.clear()
         metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
         report.write_history_row(history, {"epoch": trainer.epoch, "loss": loss, **metrics})
+        scalars.write(trainer.epoch, {"loss": loss, **metrics}, group=label)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
         log(f"[{label}] epoch {trainer.epoch}/{config['epochs']}  loss {loss:.4f}  {shown}")
         return True
 
-    if not resume and os.path.exists(history):
-        os.remove(history)
     trainer = run.trainer(resume, end_of_epoch, end_of_iteration)
-    trainer.train(start_epoch=1, num_epochs=config["epochs"])
+    try:
+        trainer.train(start_epoch=1, num_epochs=config["epochs"])
+    finally:
+        scalars.close()
     embeddings = run.held_out_embeddings()
     trained = retrieval_metrics(embeddings, run.data.test_labels, config)
     torch.save({"embeddings": embeddings, "labels": torch.as_tensor(run.data.test_labels)},

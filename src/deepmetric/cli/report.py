@@ -1,4 +1,5 @@
-"""What a run shows a person: metrics.json, a per-epoch CSV, two pictures and report.md.
+"""What a run shows a person: metrics.json, a per-epoch CSV, TensorBoard scalars, two pictures and
+report.md.
 
 Pictures need matplotlib (the ``plot`` extra); without it the report says so and the rest is
 still written. The 2-D projection uses UMAP when umap-learn is installed, else t-SNE.
@@ -33,6 +34,40 @@ def write_history_row(path, row):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+class TensorBoardLog:
+    """Per-epoch scalars under ``folder/tensorboard`` when tensorboard is installed, else nothing.
+
+    A resumed run purges the events from the epoch it restarts at, so curves are not doubled.
+    """
+
+    def __init__(self, folder, first_epoch=1):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.writer = None
+            return
+        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=first_epoch)
+
+    def write(self, epoch, scalars, group):
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"{group}/{name}", value, epoch)
+        self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def history_epochs(path):
+    """How many epochs the CSV history at ``path`` holds (0 when absent)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as f:
+        return max((int(r["epoch"]) for r in csv.DictReader(f)), default=0)
 
 
 def _pyplot():

@@ -1,27 +1,66 @@
 """Metric-learning losses."""
 
+from .angular_loss import AngularLoss
+from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
+from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
+from .cosface_loss import CosFaceLoss
 from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .generic_pair_loss import GenericPairLoss
+from .intra_pair_variance_loss import IntraPairVarianceLoss
+from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
+from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
 from .manifold_loss import ManifoldLoss
+from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .multi_similarity_loss import MultiSimilarityLoss
+from .nca_loss import NCALoss
+from .normalized_softmax_loss import NormalizedSoftmaxLoss
+from .ntxent_loss import NTXentLoss
+from .p2s_grad_loss import P2SGradLoss
 from .ranked_list_loss import RankedListLoss
+from .self_supervised_loss import SelfSupervisedLoss
+from .sphereface_loss import SphereFaceLoss
+from .subcenter_arcface_loss import SubCenterArcFaceLoss
+from .supcon_loss import SupConLoss
 from .tcm_loss import ThresholdConsistentMarginLoss
 from .triplet_margin_loss import TripletMarginLoss
+from .tuplet_margin_loss import TupletMarginLoss
+from .vicreg_loss import VICRegLoss
 
 __all__ = [
+    "AngularLoss",
+    "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
+    "CircleLoss",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",
+    "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "IntraPairVarianceLoss",
+    "LargeMarginSoftmaxLoss",
+    "LiftedStructureLoss",
     "ManifoldLoss",
+    "MarginLoss",
+    "MultiSimilarityLoss",
+    "NCALoss",
+    "NormalizedSoftmaxLoss",
+    "NTXentLoss",
+    "P2SGradLoss",
     "RankedListLoss",
+    "SelfSupervisedLoss",
+    "SphereFaceLoss",
+    "SubCenterArcFaceLoss",
+    "SupConLoss",
     "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
+    "TupletMarginLoss",
+    "VICRegLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
 ]

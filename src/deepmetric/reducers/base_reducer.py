@@ -46,6 +46,10 @@ class BaseReducer(ModuleWithRecords):
         self.set_losses_size_stat(losses)
         if self.input_is_zero_loss(losses):
             return self.zero_loss(embeddings)
+        if torch.is_tensor(losses) and losses.numel() == 0 and reduction_type != "already_reduced":
+            # No terms at all (for example a miner that found nothing): zero, not the NaN of an
+            # empty mean, still attached to both the losses' and the embeddings' graphs.
+            return losses.sum() + self.zero_loss(embeddings)
         self.assert_sizes(losses, loss_indices, reduction_type)
         reduction_func = self.get_reduction_func(reduction_type)
         return reduction_func(losses, loss_indices, embeddings, labels, **kwargs)

@@ -64,3 +64,23 @@ def check_loss_inputs(embeddings, labels, ref_emb, ref_labels):
             "ref_emb was given with labels but without ref_labels: pass ref_labels so that "
             "query labels are compared with the reference set's labels"
         )
+
+
+def check_class_inputs(owner, embeddings, labels, num_classes, embedding_size):
+    """Inputs of a loss with one learnable vector per class: the embedding width must equal
+    ``embedding_size`` and every label must be a class index in ``[0, num_classes)``."""
+    if embeddings.shape[-1] != embedding_size:
+        raise ValueError(
+            f"{owner} was built with embedding_size={embedding_size}, but embeddings have "
+            f"{embeddings.shape[-1]} columns (shape {tuple(embeddings.shape)})"
+        )
+    if labels is None or labels.numel() == 0:
+        return
+    outside = (labels < 0) | (labels >= num_classes)
+    if bool(outside.any()):
+        bad = torch.unique(labels[outside])
+        shown = ", ".join(str(v) for v in bad[:10].tolist()) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(
+            f"{owner} labels must be class indices in [0, {num_classes}) "
+            f"(num_classes={num_classes}), got {shown}"
+        )

@@ -1,0 +1,93 @@
+"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV 2019)."""
+
+import torch
+
+from ..distances import CosineSimilarity
+from ..utils import loss_and_miner_utils as lmu
+from .generic_pair_loss import GenericPairLoss
+from .reduction_shortcut import plain_reduction_for, reduce_masked
+
+
+class IntraPairVarianceLoss(GenericPairLoss):
+    """Penalises positive and negative pairs that stray too far from their group's mean.
+
+    With ``mu+`` / ``mu-`` the mean positive / negative similarity of the batch (not detached):
+
+        pos_k = [(1 - pos_eps) mu+ - s_k]+^2        neg_k = [s_k - (1 + neg_eps) mu-]+^2
+
+    and for a distance (``is_inverted=False``) ``pos_k = [d_k - (1 + pos_eps) mu+]+^2``,
+    ``neg_k = [(1 - neg_eps) mu- - d_k]+^2``. Sub-losses ``pos_loss`` and ``neg_loss``.
+    Meant to be added to TupletMarginLoss (same paper).
+
+    Args:
+        pos_eps: relative tolerance around the mean positive value.
+        neg_eps: relative tolerance around the mean negative value.
+
+    With labels, no miner and mean/sum/threshold reducers the pair losses are reduced straight
+    from the similarity matrix under the label masks, without listing the pairs.
+    """
+
+    def __init__(self, pos_eps=0.01, neg_eps=0.01, **kwargs):
+        super().__init__(mat_based_loss=False, **kwargs)
+        self.pos_eps = pos_eps
+        self.neg_eps = neg_eps
+        self.add_to_recordable_attributes(list_of_names=["pos_eps", "neg_eps"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
+        if indices_tuple is not None or labels is None or None in reductions:
+            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        masks = self.label_masks(labels, ref_labels)
+        if masks is None:
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        loss_dict = {}
+        sides = zip(self._sub_loss_names(), masks, reductions, (self.pos_eps, self.neg_eps))
+        for name, mask, reduction, eps in sides:
+            count = int(torch.count_nonzero(mask))
+            if count == 0:
+                loss_dict[name] = self.zero_loss()
+                continue
+            zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
+            mean = torch.sum(torch.where(mask, mat, zero)) / count
+            losses = self._pair_losses(mat, mean, eps, name == "pos_loss")
+            loss_dict[name] = reduce_masked(losses, mask, reduction)
+        return loss_dict
+
+    def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
+        pos_loss, neg_loss = 0, 0
+        if len(pos_pairs) > 0:
+            pos_loss = self._pair_losses(pos_pairs, torch.mean(pos_pairs), self.pos_eps, True)
+        if len(neg_pairs) > 0:
+            neg_loss = self._pair_losses(neg_pairs, torch.mean(neg_pairs), self.neg_eps, False)
+        return {
+            "pos_loss": {
+                "losses": pos_loss,
+                "indices": lmu.pos_pairs_from_tuple(indices_tuple),
+                "reduction_type": "pos_pair",
+            },
+            "neg_loss": {
+                "losses": neg_loss,
+                "indices": lmu.neg_pairs_from_tuple(indices_tuple),
+                "reduction_type": "neg_pair",
+            },
+        }
+
+    def _pair_losses(self, values, mean, eps, positive):
+        # Positives should get closer than their mean and negatives farther; "closer" means a
+        # larger value for a similarity and a smaller one for a distance.
+        increase = positive == self.distance.is_inverted
+        return torch.nn.functional.relu(self.variance_with_eps(values, mean, eps, increase)) ** 2
+
+    def variance_with_eps(self, pairs, mean_sim, eps, incentivize_increase):
+        """Signed excess over the tolerated mean, before the hinge."""
+        if incentivize_increase:
+            return (1 - eps) * mean_sim - pairs
+        return pairs - (1 + eps) * mean_sim
+
+    def _sub_loss_names(self):
+        return ["pos_loss", "neg_loss"]
+
+    def get_default_distance(self):
+        return CosineSimilarity()
+

@@ -1,0 +1,77 @@
+"""Neighbourhood Components Analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
+"Neighbourhood Components Analysis", NIPS 2004)."""
+
+import torch
+
+from ..distances import LpDistance
+from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
+from .base_metric_loss_function import BaseMetricLossFunction
+
+
+class NCALoss(BaseMetricLossFunction):
+    """Each element picks a neighbour from the reference set with softmax probabilities of
+    its scaled similarity; the loss is the negative log-probability of picking one of its own
+    class:
+
+        p_ij = softmax_j(softmax_scale * s_ij),   loss_i = -log(sum_{j: y'_j = y_i} p_ij) * w_i
+
+    with ``s = -distance`` for distances (the default is squared L2) and ``s = similarity``
+    otherwise. Without ``ref_emb`` the reference set is the batch minus the element itself.
+    ``w_i`` are miner weights (how often ``i`` occurs in ``indices_tuple``, divided by the
+    largest count; all ones without a miner). Only elements with a non-zero probability of
+    picking a positive are kept (``"loss"``: element, indices = kept rows).
+
+    The sum of probabilities is computed in the log domain (``lse over positives - lse over
+    all``), so large ``softmax_scale`` values do not underflow before the log.
+
+    Args:
+        softmax_scale: multiplies the similarities before the softmax (an inverse temperature).
+    """
+
+    def __init__(self, softmax_scale=1, **kwargs):
+        super().__init__(**kwargs)
+        self.softmax_scale = softmax_scale
+        self.add_to_recordable_attributes(list_of_names=["softmax_scale"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        if len(embeddings) <= 1:
+            return self.zero_losses()
+        c_f.labels_required(labels)
+        return self.nca_computation(embeddings, ref_emb, labels, ref_labels, indices_tuple)
+
+    def nca_computation(self, query, reference, query_labels, reference_labels, indices_tuple):
+        """The NCA loss dict of ``query`` against ``reference`` (ProxyNCALoss passes proxies)."""
+        dtype = query.dtype
+        same_set = query is reference
+        miner_weights = lmu.convert_to_weights(
+            indices_tuple, query_labels, dtype=dtype, using_ref=not same_set
+        )
+        mat = self.distance(query, reference)
+        if not self.distance.is_inverted:
+            mat = -mat
+        # float16 logits would lose most of their precision in the exponentials.
+        logits = self.softmax_scale * mat.float() if dtype == torch.float16 else self.softmax_scale * mat
+        positive = query_labels.unsqueeze(1) == reference_labels.unsqueeze(0)
+        if same_set:
+            self_pair = torch.eye(len(query), dtype=torch.bool, device=query.device)
+            logits = logits.masked_fill(self_pair, c_f.neg_inf(logits.dtype))
+            positive = positive & ~self_pair
+        # A finite sentinel: rows without positives keep finite values and zero gradients.
+        log_q = torch.logsumexp(logits.masked_fill(~positive, c_f.neg_inf(logits.dtype)), dim=1)
+        log_q = log_q - torch.logsumexp(logits, dim=1)
+        # The reference keeps rows whose probability of a positive is not zero.
+        kept = positive.any(dim=1) & (torch.exp(log_q.detach()).to(dtype) != 0)
+        if not bool(kept.any()):
+            return self.zero_losses()
+        loss = -log_q[kept].to(dtype) * miner_weights[kept]
+        return {
+            "loss": {
+                "losses": loss,
+                "indices": c_f.torch_arange_from_size(query)[kept],
+                "reduction_type": "element",
+            }
+        }
+
+    def get_default_distance(self):
+        return LpDistance(power=2)

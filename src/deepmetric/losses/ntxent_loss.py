@@ -1,0 +1,78 @@
+"""NT-Xent / InfoNCE loss (Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations" (SimCLR), ICML 2020; van den Oord et al., "Representation Learning with
+Contrastive Predictive Coding", 2018; He et al., "Momentum Contrast" (MoCo), CVPR 2020)."""
+
+import math
+
+import torch
+
+from ..distances import CosineSimilarity
+from ..utils import common_functions as c_f
+from .generic_pair_loss import GenericPairLoss
+from .masked_logsumexp import accumulation_dtype, grouped_logsumexp, masked_logsumexp
+
+
+class NTXentLoss(GenericPairLoss):
+    """Softmax cross-entropy of each positive pair against the negatives of its anchor.
+
+    For a positive pair ``(i, j)`` and the negatives ``N_i`` of anchor ``i``::
+
+        loss_ij = -log( exp(s_ij / t) / (exp(s_ij / t) + sum_{k in N_i} exp(s_ik / t)) )
+
+    (``s`` is negated for a distance.) Each positive pair is its own term, so an anchor with
+    several positives contributes several terms; anchors without positives contribute none.
+
+    Args:
+        temperature: ``t``; MoCo uses 0.07, SimCLR 0.5.
+
+    Only the ``N x M`` matrix is used: the negatives' log-sum-exp is taken once per anchor (a
+    masked row reduction with labels, a grouped reduction over a miner's negative pairs), so
+    memory does not grow with (positive pairs x negative pairs).
+    """
+
+    def __init__(self, temperature=0.07, **kwargs):
+        super().__init__(mat_based_loss=False, **kwargs)
+        self.temperature = temperature
+        self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        if indices_tuple is not None or labels is None:
+            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        masks = self.label_masks(labels, ref_labels)
+        if masks is None:
+            return self.zero_losses()
+        pos_mask, neg_mask = masks
+        a1, p = torch.where(pos_mask)
+        if len(a1) == 0 or not bool(neg_mask.any()):
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        logits = self._logits(mat)
+        neg_lse = masked_logsumexp(logits, neg_mask, empty=None)
+        return self._pair_losses(logits[a1, p], neg_lse[a1], a1, p, mat.dtype)
+
+    def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
+        a1, p, a2, _ = indices_tuple
+        if len(a1) == 0 or len(a2) == 0:
+            return self.zero_losses()
+        num_anchors = int(torch.maximum(a1.max(), a2.max())) + 1
+        neg_lse, _ = grouped_logsumexp(self._logits(neg_pairs), a2, num_anchors)
+        return self._pair_losses(self._logits(pos_pairs), neg_lse[a1], a1, p, pos_pairs.dtype)
+
+    def _logits(self, values):
+        values = values.to(accumulation_dtype(values.dtype))
+        if not self.distance.is_inverted:
+            values = -values
+        return values / self.temperature
+
+    def _pair_losses(self, pos_logits, neg_lse, a1, p, dtype):
+        # An anchor without negatives has neg_lse at the finite sentinel: its ratio is 1, loss 0.
+        # log(e^pos / (e^pos + e^neg)) = -log(1 + e^(neg - pos)): no cancellation when the ratio is near 1.
+        log_ratio = -torch.logaddexp(torch.zeros_like(pos_logits), neg_lse - pos_logits)
+        # -log(ratio + tiny) as in the reference (the offset matters in float16), written as a
+        # logaddexp so that ratios close to 1 keep their precision.
+        log_tiny = torch.full_like(log_ratio, math.log(c_f.small_val(dtype)))
+        losses = -torch.logaddexp(log_ratio, log_tiny)
+        return {"loss": {"losses": losses.to(dtype), "indices": (a1, p), "reduction_type": "pos_pair"}}
+
+    def get_default_distance(self):
+        return CosineSimilarity()

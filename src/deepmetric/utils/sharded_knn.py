@@ -1,0 +1,116 @@
+"""Exact k-nearest neighbours when every process holds only a shard of the data.
+
+Under ``torch.distributed`` each rank passes its own rows of the query set and of the reference
+set. The global sets are the rank-ordered concatenations of the shards, and the answer is the
+same as :func:`deepmetric.utils.knn.exact_knn` on the global sets: for each local query, the k
+closest references among all ranks, as global reference indices, with ties broken towards the
+lower global index.
+
+How: the ranks take turns. The rank whose turn it is broadcasts its query shard; every rank finds
+those queries' best candidates in its own reference shard and sends them back; the owner merges
+them. So a rank holds its own shards, one other query shard and ``world_size x k`` candidates per
+query of that shard, never the whole reference set.
+"""
+
+import torch
+import torch.distributed as dist
+
+from .knn import _drop_own_entry, _merge, default_distance, exact_knn
+
+
+def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, group=None):
+    """``(values, global_indices)`` of the k nearest global references of the local ``query`` rows.
+
+    ``ref_includes_query=True`` means the global query set is the start of the global reference set
+    (as in single-process evaluation): each query's own global entry is left out. Without an
+    initialised process group this is :func:`exact_knn` on the arguments.
+    """
+    distance = default_distance() if distance is None else distance
+    if not (dist.is_available() and dist.is_initialized()):
+        return exact_knn(query, k, reference, ref_includes_query=ref_includes_query, distance=distance)
+    if query.ndim != 2 or reference.ndim != 2:
+        raise ValueError(
+            "query and reference shards must be 2-D, got shapes "
+            f"{tuple(query.shape)} and {tuple(reference.shape)}"
+        )
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    sizes = _all_sizes(query, reference, group)
+    query_sizes, ref_sizes = sizes[:, 0].tolist(), sizes[:, 1].tolist()
+    width = sizes[:, 2].unique()
+    if len(width) != 1:
+        raise ValueError(f"every rank's shards must have the same width, got widths {sizes[:, 2].tolist()}")
+    own = 1 if ref_includes_query else 0
+    total_refs = sum(ref_sizes)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > total_refs - own:
+        raise ValueError(
+            f"k={k} exceeds the number of reference embeddings over all ranks ({total_refs - own})"
+        )
+    kk = k + own
+    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    largest = bool(distance.is_inverted)
+    ref_offset = sum(ref_sizes[:rank])
+    result = None
+    for owner in range(world):
+        shard = (
+            query.detach().to(dtype)
+            if owner == rank
+            else query.new_empty(query_sizes[owner], int(width), dtype=dtype)
+        )
+        dist.broadcast(shard, src=_global_rank(owner, group), group=group)
+        values, indices = _local_candidates(shard, reference, kk, distance, largest, dtype)
+        indices = torch.where(indices >= 0, indices + ref_offset, indices)
+        gathered = _gather_to(owner, rank, world, (values, indices), group)
+        if owner == rank:
+            result = _merge_in_rank_order(gathered, kk, largest)
+    values, indices = result
+    if own:
+        query_offset = sum(query_sizes[:rank])
+        own_index = torch.arange(query_offset, query_offset + len(values), device=values.device)
+        values, indices = _drop_own_entry(values, indices, own_index)
+    return values, indices
+
+
+def _all_sizes(query, reference, group):
+    mine = torch.tensor([[query.shape[0], reference.shape[0], query.shape[1]]], device=query.device)
+    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(everyone, mine, group=group)
+    return torch.cat(everyone)
+
+
+def _local_candidates(queries, reference, kk, distance, largest, dtype):
+    """This rank's best ``kk`` references of each query, padded with "worst" entries (index -1)
+    when the local shard has fewer rows."""
+    worst = float("-inf") if largest else float("inf")
+    values = torch.full((len(queries), kk), worst, dtype=dtype, device=queries.device)
+    indices = torch.full((len(queries), kk), -1, dtype=torch.long, device=queries.device)
+    available = min(kk, reference.shape[0])
+    if len(queries) and available:
+        v, i = exact_knn(queries, available, reference.detach().to(queries.device), distance=distance)
+        values[:, :available], indices[:, :available] = v.to(dtype), i
+    return values, indices
+
+
+def _gather_to(owner, rank, world, tensors, group):
+    """Every rank's candidate tensors, at ``owner`` (in rank order); None elsewhere."""
+    out = []
+    for tensor in tensors:
+        buckets = [torch.empty_like(tensor) for _ in range(world)] if rank == owner else None
+        dist.gather(tensor.contiguous(), buckets, dst=_global_rank(owner, group), group=group)
+        out.append(buckets)
+    return out if rank == owner else None
+
+
+def _merge_in_rank_order(gathered, kk, largest):
+    # Rank r's global indices all lie below rank r+1's, so merging in rank order with a stable
+    # sort keeps the single-process rule: equal values in ascending global index.
+    values_list, indices_list = gathered
+    values, indices = values_list[0], indices_list[0]
+    for v, i in zip(values_list[1:], indices_list[1:]):
+        values, indices = _merge(values, indices, v, i, kk, largest)
+    return values, indices
+
+
+def _global_rank(rank_in_group, group):
+    return rank_in_group if group is None else dist.get_global_rank(group, rank_in_group)

@@ -20,6 +20,7 @@ from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
+from .proxy_anchor_loss import ProxyAnchorLoss
 from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .sphereface_loss import SphereFaceLoss
@@ -52,6 +53,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "NTXentLoss",
     "P2SGradLoss",
+    "ProxyAnchorLoss",
     "RankedListLoss",
     "SelfSupervisedLoss",
     "SphereFaceLoss",

@@ -71,4 +71,5 @@ CASES += [
     LossCase("DynamicSoftMarginLoss", lambda lib, d, c: lib.losses.DynamicSoftMarginLoss()),
     LossCase("ManifoldLoss", lambda lib, d, c: _LabelsIgnored(lib.losses.ManifoldLoss(d)), pair_based=False),
     LossCase("ProxyAnchorLoss", lambda lib, d, c: lib.losses.ProxyAnchorLoss(c, d), pair_based=False),
+    LossCase("SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), pair_based=False),
 ]

@@ -23,6 +23,7 @@ from .p2s_grad_loss import P2SGradLoss
 from .proxy_anchor_loss import ProxyAnchorLoss
 from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
+from .soft_triple_loss import SoftTripleLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
@@ -56,6 +57,7 @@ __all__ = [
     "ProxyAnchorLoss",
     "RankedListLoss",
     "SelfSupervisedLoss",
+    "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",

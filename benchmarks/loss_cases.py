@@ -72,4 +72,5 @@ CASES += [
     LossCase("ManifoldLoss", lambda lib, d, c: _LabelsIgnored(lib.losses.ManifoldLoss(d)), pair_based=False),
     LossCase("ProxyAnchorLoss", lambda lib, d, c: lib.losses.ProxyAnchorLoss(c, d), pair_based=False),
     LossCase("SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), pair_based=False),
+    LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), pair_based=False),
 ]

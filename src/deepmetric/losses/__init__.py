@@ -21,6 +21,7 @@ from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
 from .proxy_anchor_loss import ProxyAnchorLoss
+from .proxy_losses import ProxyNCALoss
 from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .soft_triple_loss import SoftTripleLoss
@@ -55,6 +56,7 @@ __all__ = [
     "NTXentLoss",
     "P2SGradLoss",
     "ProxyAnchorLoss",
+    "ProxyNCALoss",
     "RankedListLoss",
     "SelfSupervisedLoss",
     "SoftTripleLoss",

@@ -169,3 +169,15 @@ def test_matches_reference(kwargs, with_miner, dtype):
     torch.testing.assert_close(ours.get_logits(emb), theirs.get_logits(emb), rtol=rtol * 10, atol=atol * 10)
     for x, y in zip(g_a, g_b):
         torch.testing.assert_close(x, y, rtol=rtol * 10, atol=atol * 10)
+
+
+def test_elements_whose_positive_probability_underflows_are_dropped():
+    # x1 = -p0 with label 0 at scale 100: probability exp(-400) underflows to 0 in float32 (as
+    # in NCALoss and the reference, such elements are left out rather than giving inf).
+    loss = make(dtype=torch.float32, softmax_scale=100, reducer=DoNothingReducer())
+    emb = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    out = loss(emb, torch.tensor([0, 0]))["loss"]
+    assert out["indices"].tolist() == [0]
+    assert torch.isfinite(out["losses"]).all()
+    all_dropped = make(dtype=torch.float32, softmax_scale=100)(emb[1:].requires_grad_(), torch.tensor([0]))
+    assert all_dropped.item() == 0 and all_dropped.requires_grad

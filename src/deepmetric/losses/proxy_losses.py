@@ -4,6 +4,7 @@ ICCV 2017, https://arxiv.org/abs/1703.07464)."""
 import torch
 
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_class_inputs
 from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
@@ -45,10 +46,32 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         self._check_inputs(embeddings, labels)
         self.cast_types(embeddings.dtype, embeddings.device)
-        proxy_labels = c_f.to_device(self.proxy_labels, labels)
-        loss_dict = self.nca_computation(embeddings, self.proxies, labels, proxy_labels, indices_tuple)
+        loss_dict = self._proxy_nca(embeddings, labels, indices_tuple)
         self.add_weight_regularization_to_loss_dict(loss_dict, self.proxies)
         return loss_dict
+
+    def _proxy_nca(self, embeddings, labels, indices_tuple):
+        """NCA against the proxies. Each element has exactly one positive (its class proxy), so
+        ``-log(sum of positive probabilities)`` is the cross-entropy of the scaled logits."""
+        dtype = embeddings.dtype
+        miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype, using_ref=True)
+        mat = self.distance(embeddings, self.proxies)
+        if not self.distance.is_inverted:
+            mat = -mat
+        # float16 logits would lose most of their precision in the exponentials.
+        logits = self.softmax_scale * (mat.float() if dtype == torch.float16 else mat)
+        losses = torch.nn.functional.cross_entropy(logits, labels.long(), reduction="none")
+        # As in NCALoss: elements whose probability of the positive underflows to 0 are dropped.
+        kept = torch.exp(-losses.detach()).to(dtype) != 0
+        if not bool(kept.all()):
+            if not bool(kept.any()):
+                return self.zero_losses()
+            losses, miner_weights = losses[kept], miner_weights[kept]
+            indices = c_f.torch_arange_from_size(embeddings)[kept]
+        else:
+            indices = c_f.torch_arange_from_size(embeddings)
+        losses = losses.to(dtype) * miner_weights
+        return {"loss": {"losses": losses, "indices": indices, "reduction_type": "element"}}
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` raw distances (or similarities) to the proxies."""

@@ -135,10 +135,12 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         for _, values, valid in triplets:
             values = values.to(acc_dtype)
             _, lower, fraction, cdf_idx = self._bins(values)
-            zero = torch.zeros((), dtype=acc_dtype, device=mat.device)
-            mass.scatter_add_(0, lower[valid], 1 - fraction[valid])
-            mass.scatter_add_(0, lower[valid] + 1, fraction[valid])
-            value_sums.scatter_add_(0, cdf_idx.flatten(), torch.where(valid, values, zero).flatten())
+            # Invalid cells get weight 0 instead of being filtered out: masking is much
+            # cheaper than compacting millions of cells.
+            kept = valid.to(acc_dtype)
+            mass.scatter_add_(0, lower.flatten(), ((1 - fraction) * kept).flatten())
+            mass.scatter_add_(0, (lower + 1).flatten(), (fraction * kept).flatten())
+            value_sums.scatter_add_(0, cdf_idx.flatten(), (values * kept).flatten())
             count += int(torch.count_nonzero(valid))
         # The loss as a function of the per-bin sums; its gradient with respect to them is
         # pushed back to every triplet in a second pass.
@@ -156,10 +158,9 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
             t_raw = (values - self.min_val) / self.delta
             _, lower, _, cdf_idx = self._bins(values)
             inside = (t_raw >= 0) & (t_raw <= nb - 1)
-            slope = grad_values[cdf_idx] + torch.where(
-                inside, (grad_mass[lower + 1] - grad_mass[lower]) / self.delta, 0
-            )
-            slope = torch.where(valid, slope, 0).to(mat.dtype)
+            mass_slope = (torch.take(grad_mass, lower + 1) - torch.take(grad_mass, lower)) / self.delta
+            slope = torch.take(grad_values, cdf_idx) + mass_slope * inside.to(acc_dtype)
+            slope = (slope * valid.to(acc_dtype)).to(mat.dtype)
             triplets.add_coefficients(coef, block, slope)
         surrogate = torch.sum(coef * mat)
         total = loss.detach().to(mat.dtype) + (surrogate - surrogate.detach())

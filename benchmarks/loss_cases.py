@@ -8,6 +8,19 @@ Rows are added by each loss family; the harness in ``benchmarks/losses.py`` runs
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
+
+class _LabelsIgnored(torch.nn.Module):
+    """Lets losses that take no labels (ManifoldLoss) be called as ``loss(embeddings, labels)``."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings, labels=None, **kwargs):
+        return self.loss(embeddings, **kwargs)
+
 
 @dataclass(frozen=True)
 class LossCase:
@@ -61,3 +74,16 @@ CASES.append(
     )
 )
 CASES.append(LossCase("InstanceLoss", lambda lib, d, c: lib.losses.InstanceLoss()))
+
+# Ranking, margin and proxy losses (rank-b).
+CASES += [
+    LossCase("RankedListLoss", lambda lib, d, c: lib.losses.RankedListLoss(margin=0.4, Tn=1.0)),
+    LossCase(
+        "ThresholdConsistentMarginLoss", lambda lib, d, c: lib.losses.ThresholdConsistentMarginLoss()
+    ),
+    LossCase("DynamicSoftMarginLoss", lambda lib, d, c: lib.losses.DynamicSoftMarginLoss()),
+    LossCase("ManifoldLoss", lambda lib, d, c: _LabelsIgnored(lib.losses.ManifoldLoss(d)), pair_based=False),
+    LossCase("ProxyAnchorLoss", lambda lib, d, c: lib.losses.ProxyAnchorLoss(c, d), pair_based=False),
+    LossCase("SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), pair_based=False),
+    LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), pair_based=False),
+]

@@ -7,6 +7,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
+from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
 from .histogram_loss import HistogramLoss
@@ -14,6 +15,7 @@ from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
+from .manifold_loss import ManifoldLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
@@ -23,12 +25,17 @@ from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
 from .pnp_loss import PNPLoss
+from .proxy_anchor_loss import ProxyAnchorLoss
+from .proxy_losses import ProxyNCALoss
+from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .smooth_ap import SmoothAPLoss
+from .soft_triple_loss import SoftTripleLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
+from .tcm_loss import ThresholdConsistentMarginLoss
 from .triplet_margin_loss import TripletMarginLoss
 from .tuplet_margin_loss import TupletMarginLoss
 from .vicreg_loss import VICRegLoss
@@ -41,6 +48,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
@@ -50,6 +58,7 @@ __all__ = [
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
+    "ManifoldLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
     "NCALoss",
@@ -58,12 +67,17 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
     "PNPLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "RankedListLoss",
     "SelfSupervisedLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
+    "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
+    "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
     "VICRegLoss",

@@ -1,0 +1,202 @@
+"""Dynamic soft margin loss (Zhang & Rusinkiewicz, "Learning Local Descriptors With a CDF-Based
+Dynamic Soft Margin", ICCV 2019)."""
+
+import math
+
+import torch
+
+from ..distances import LpDistance
+from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
+from ..utils.errors import require
+from .base_metric_loss_function import BaseMetricLossFunction
+
+# Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
+_CELLS_PER_BLOCK = 2**22
+
+
+def find_hard_negatives(dmat):
+    """``(pos, neg)`` of a square matrix of (anchor i, positive i) distances: ``pos`` is the
+    diagonal, ``neg[i]`` the smallest off-diagonal entry of row i or column i. The diagonal of
+    ``dmat`` is overwritten with +inf (in place).
+    """
+    pos = dmat.diag()
+    dmat.fill_diagonal_(math.inf)
+    return pos, torch.min(torch.min(dmat, dim=0)[0], torch.min(dmat, dim=1)[0])
+
+
+class DynamicSoftMarginLoss(BaseMetricLossFunction):
+    """``loss = mean_t CDF(v_t) * v_t`` with ``v_t = d_ap - d_an`` for every tuple ``t``.
+
+    ``CDF`` is the cumulative distribution of a running histogram of ``v`` over ``num_bins``
+    bins covering ``[min_val, -min_val]`` (bin width ``delta = 2 |min_val| / num_bins``). Every
+    call updates it with linear interpolation between neighbouring bins:
+    ``hist <- (1 - momentum) hist + momentum * new``, then normalised (the first call uses
+    momentum 1). Tuples that are already well separated (small ``v``) get a small weight, so
+    the effective margin adapts to the current distribution instead of being fixed.
+
+    Tuples: with labels, every triplet (or the miner's triplets); without labels, embedding
+    ``i`` and reference ``i`` form a positive pair whose hardest negative is the smallest
+    off-diagonal distance in row ``i`` or column ``i`` (the paper's setting of matched
+    descriptor pairs).
+
+    Requires ``LpDistance(normalize_embeddings=True, p=2)`` (the default). The histogram
+    ``hist_`` is plain state (not in ``state_dict``). With labels, no miner, all triplets are
+    reduced per bin in anchor blocks, so memory grows as ``N^2``, not ``N^3``.
+
+    Args:
+        min_val: lower end of the histogram range (the upper end is ``-min_val``).
+        num_bins: number of histogram bins (at least 2).
+        momentum: weight of the current batch in the running histogram.
+    """
+
+    def __init__(self, min_val=-2.0, num_bins=10, momentum=0.01, **kwargs):
+        super().__init__(**kwargs)
+        c_f.assert_distance_type(self, LpDistance, normalize_embeddings=True, p=2)
+        require(int(num_bins) >= 2, f"DynamicSoftMarginLoss: num_bins must be at least 2, got {num_bins}")
+        require(
+            min_val != 0, "DynamicSoftMarginLoss: min_val must be non-zero (the range is [min_val, -min_val])"
+        )
+        self.min_val = min_val
+        self.num_bins = int(num_bins)
+        self.delta = 2 * abs(min_val) / num_bins
+        self.momentum = momentum
+        self.hist_ = torch.zeros((self.num_bins,))
+        self.add_to_recordable_attributes(list_of_names=["num_bins"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        self.hist_ = c_f.to_device(self.hist_, tensor=embeddings, dtype=embeddings.dtype)
+        if labels is None:
+            values = self._values_without_labels(embeddings, ref_emb)
+        elif indices_tuple is None:
+            return self._blocked_loss(embeddings, labels, ref_emb, ref_labels)
+        else:
+            a, p, n = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor="all")
+            mat = self.distance(embeddings, ref_emb)
+            values = mat[a, p] - mat[a, n]
+        if len(values) == 0:
+            return self.zero_losses()
+        loss = self._weighted_mean(values)
+        return {"loss": {"losses": loss, "indices": None, "reduction_type": "already_reduced"}}
+
+    def _values_without_labels(self, embeddings, ref_emb):
+        mat = self.distance(embeddings, ref_emb)
+        rows, cols = mat.shape
+        if rows == 1 and cols == 1:
+            # The only pair has no negative at all: nothing to compare.
+            return mat.new_zeros(0)
+        size = max(rows, cols)
+        diagonal = torch.eye(rows, cols, dtype=torch.bool, device=mat.device)
+        d_pos = torch.zeros(size, dtype=mat.dtype, device=mat.device)
+        d_pos[: min(rows, cols)] = mat.diagonal()
+        off_diagonal = mat.masked_fill(diagonal, math.inf)
+        # Missing rows / columns count as 0, as in the reference.
+        col_min = torch.zeros(size, dtype=mat.dtype, device=mat.device)
+        row_min = torch.zeros(size, dtype=mat.dtype, device=mat.device)
+        col_min[:cols] = off_diagonal.min(dim=0)[0]
+        row_min[:rows] = off_diagonal.min(dim=1)[0]
+        return d_pos - torch.min(col_min, row_min)
+
+    def _bins(self, values):
+        """Position ``t`` on the bin axis (clamped), lower bin ``b``, fraction ``f``, CDF index."""
+        t = ((values - self.min_val) / self.delta).clamp(0, self.num_bins - 1)
+        floor = torch.floor(t).detach()
+        lower = floor.clamp(max=self.num_bins - 2)
+        return t, lower.long(), t - lower, floor.long()
+
+    def _momentum(self):
+        return self.momentum if bool(self.hist_.sum() != 0) else 1.0
+
+    def _weighted_mean(self, values):
+        dtype = values.dtype
+        values = values.to(_accumulation_dtype(dtype))
+        _, lower, fraction, cdf_idx = self._bins(values)
+        momentum = self._momentum()
+        hist = (1.0 - momentum) * self.hist_.to(values.dtype)
+        hist = hist.scatter_add(0, lower, momentum * (1 - fraction))
+        hist = hist.scatter_add(0, lower + 1, momentum * fraction)
+        hist = hist / hist.sum()
+        # The stored histogram carries no graph: a second backward must not reach this batch.
+        self.hist_ = hist.detach().to(dtype)
+        cdf = torch.cumsum(hist, 0)
+        return torch.mean(cdf[cdf_idx] * values).to(dtype)
+
+    def _blocked_loss(self, embeddings, labels, ref_emb, ref_labels):
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        if not bool((pos_mask.any(dim=1) & neg_mask.any(dim=1)).any()):
+            return self.zero_losses()
+        mat = self.distance(embeddings, ref_emb)
+        acc_dtype = _accumulation_dtype(mat.dtype)
+        triplets = _TripletBlocks(mat.detach(), pos_mask, neg_mask)
+        nb = self.num_bins
+        mass = torch.zeros(nb, dtype=acc_dtype, device=mat.device)
+        value_sums = torch.zeros(nb, dtype=acc_dtype, device=mat.device)
+        count = 0
+        for _, values, valid in triplets:
+            values = values.to(acc_dtype)
+            _, lower, fraction, cdf_idx = self._bins(values)
+            # Invalid cells get weight 0 instead of being filtered out: masking is much
+            # cheaper than compacting millions of cells.
+            kept = valid.to(acc_dtype)
+            mass.scatter_add_(0, lower.flatten(), ((1 - fraction) * kept).flatten())
+            mass.scatter_add_(0, (lower + 1).flatten(), (fraction * kept).flatten())
+            value_sums.scatter_add_(0, cdf_idx.flatten(), (values * kept).flatten())
+            count += int(torch.count_nonzero(valid))
+        # The loss as a function of the per-bin sums; its gradient with respect to them is
+        # pushed back to every triplet in a second pass.
+        mass.requires_grad_(True)
+        value_sums.requires_grad_(True)
+        momentum = self._momentum()
+        hist = (1.0 - momentum) * self.hist_.to(acc_dtype) + momentum * mass
+        hist = hist / hist.sum()
+        loss = torch.sum(torch.cumsum(hist, 0) * value_sums) / count
+        grad_mass, grad_values = torch.autograd.grad(loss, (mass, value_sums))
+        self.hist_ = hist.detach().to(mat.dtype)
+        coef = torch.zeros_like(mat)
+        for block, values, valid in triplets:
+            values = values.to(acc_dtype)
+            t_raw = (values - self.min_val) / self.delta
+            _, lower, _, cdf_idx = self._bins(values)
+            inside = (t_raw >= 0) & (t_raw <= nb - 1)
+            mass_slope = (torch.take(grad_mass, lower + 1) - torch.take(grad_mass, lower)) / self.delta
+            slope = torch.take(grad_values, cdf_idx) + mass_slope * inside.to(acc_dtype)
+            slope = (slope * valid.to(acc_dtype)).to(mat.dtype)
+            triplets.add_coefficients(coef, block, slope)
+        surrogate = torch.sum(coef * mat)
+        total = loss.detach().to(mat.dtype) + (surrogate - surrogate.detach())
+        return {"loss": {"losses": total, "indices": None, "reduction_type": "already_reduced"}}
+
+
+def _accumulation_dtype(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _TripletBlocks:
+    """All (anchor, positive, negative) triplets of a label mask, one anchor block at a time.
+
+    Yields ``(block, values, valid)`` with ``values[i, j, k] = d(a_i, p_ij) - d(a_i, n_k)`` for
+    the anchors in ``block``, positives packed to the left, and ``valid`` marking real triplets.
+    """
+
+    def __init__(self, mat, pos_mask, neg_mask):
+        self.mat, self.neg_mask = mat, neg_mask
+        pos_count = pos_mask.sum(dim=1)
+        self.width = max(int(pos_count.max()), 1)
+        self.pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, : self.width]
+        arange = torch.arange(self.width, device=mat.device)
+        self.pos_valid = arange.unsqueeze(0) < pos_count.unsqueeze(1)
+        self.block = max(1, _CELLS_PER_BLOCK // (self.width * mat.shape[1]))
+
+    def __iter__(self):
+        n = self.mat.shape[0]
+        for s in range(0, n, self.block):
+            block = slice(s, min(s + self.block, n))
+            rows = self.mat[block]
+            values = rows.gather(1, self.pos_idx[block]).unsqueeze(2) - rows.unsqueeze(1)
+            valid = self.pos_valid[block].unsqueeze(2) & self.neg_mask[block].unsqueeze(1)
+            yield block, values, valid
+
+    def add_coefficients(self, coef, block, slope):
+        """Add ``d(sum_t slope_t * v_t) / d(mat)`` for the triplets of ``block`` to ``coef``."""
+        coef[block].scatter_add_(1, self.pos_idx[block], slope.sum(dim=2))
+        coef[block] -= slope.sum(dim=1)

@@ -18,6 +18,7 @@ from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
+from .proxy_losses import ProxyNCALoss
 from .self_supervised_loss import SelfSupervisedLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
@@ -46,6 +47,7 @@ __all__ = [
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "ProxyNCALoss",
     "SelfSupervisedLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",

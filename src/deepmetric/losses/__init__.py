@@ -7,6 +7,7 @@ from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
+from .cross_batch_memory import CrossBatchMemory
 from .generic_pair_loss import GenericPairLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
@@ -35,6 +36,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "EmbeddingRegularizerMixin",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",

@@ -15,6 +15,7 @@ from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructu
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .multiple_losses import MultipleLosses
 from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
@@ -45,6 +46,7 @@ __all__ = [
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "MultipleLosses",
     "NCALoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",

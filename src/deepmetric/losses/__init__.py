@@ -5,6 +5,7 @@ from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
+from .clip_loss import CLIPLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
@@ -34,6 +35,7 @@ __all__ = [
     "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
+    "CLIPLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",

@@ -28,6 +28,12 @@ CASES = [
         "GeneralizedLiftedStructureLoss", lambda lib, d, c: lib.losses.GeneralizedLiftedStructureLoss()
     ),
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
+    LossCase("NPairsLoss", lambda lib, d, c: lib.losses.NPairsLoss()),
+    LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
+    # needs equally many samples of every class (the grid's labels are arange(N) % C)
+    LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
+    LossCase("PNPLoss", lambda lib, d, c: lib.losses.PNPLoss()),
+    LossCase("HistogramLoss", lambda lib, d, c: lib.losses.HistogramLoss()),
 ]
 CASES.append(LossCase("MarginLoss", lambda lib, d, c: lib.losses.MarginLoss()))
 CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss()))
@@ -48,4 +54,11 @@ CASES += [
 ]
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
 CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))
+CASES.append(
+    LossCase(
+        "SignalToNoiseRatioContrastiveLoss",
+        lambda lib, d, c: lib.losses.SignalToNoiseRatioContrastiveLoss(),
+    )
+)
+CASES.append(LossCase("InstanceLoss", lambda lib, d, c: lib.losses.InstanceLoss()))
 CASES.append(LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), False))

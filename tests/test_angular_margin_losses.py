@@ -258,6 +258,37 @@ def test_half_precision_is_accumulated_in_float32(name, half):
     torch.testing.assert_close(value.float(), expected, rtol=rtol * 5, atol=atol * 50)
 
 
+def test_large_margin_with_a_big_margin_stays_finite_in_float16():
+    torch.manual_seed(0)
+    loss = losses.LargeMarginSoftmaxLoss(4, 8, margin=20)  # C(20, 10) = 184756 > float16 max
+    emb = torch.randn(6, 8)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    expected = loss(emb, labels)
+    value = loss(emb.half(), labels)
+    assert torch.isfinite(value)
+    torch.testing.assert_close(value.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_regularizer_names_with_both_weight_and_embedding_regularizers():
+    from deepmetric.regularizers import LpRegularizer
+
+    loss = losses.ArcFaceLoss(
+        3, 4, weight_regularizer=RegularFaceRegularizer(), embedding_regularizer=LpRegularizer()
+    )
+    assert loss.sub_loss_names() == ["loss", "weight_reg_loss", "embedding_reg_loss"]
+    loss.reducer = DoNothingReducer()
+    out = loss(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+    assert set(out) == {"loss", "weight_reg_loss", "embedding_reg_loss"}
+
+
+@pytest.mark.parametrize("name", ["LargeMarginSoftmaxLoss", "CosFaceLoss"])
+def test_other_family_members_record_the_target_angle_only_when_collecting(name):
+    loss = set_weights(build(losses, name, 2, 2, collect_stats=True), [[1, 0], [0, 1]])
+    loss(torch.tensor([unit(10), unit(50)], dtype=torch.float64), torch.tensor([0, 0]))
+    assert loss.avg_angle == pytest.approx(30)
+    assert "avg_angle" in loss._record_these_stats
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 

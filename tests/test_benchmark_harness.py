@@ -7,7 +7,7 @@ from benchmarks.harness import measure
 def test_measures_time_and_peak_memory():
     result = measure("benchmarks.harness:allocate", {"megabytes": 200, "seconds": 0.05}, repeats=3, warmup=0)
     assert result.status == "ok"
-    assert 0.05 <= result.median_s < 1.0
+    assert 0.05 <= result.median_s < 5.0  # generous: CI machines may be busy
     assert 150 <= result.peak_extra_mb <= 400
 
 

@@ -13,7 +13,6 @@ import pytest
 from deepmetric.cli.main import main
 
 pytest.importorskip("sklearn")
-pytest.importorskip("deepmetric.utils.accuracy_calculator")  # until the evaluation issue lands
 
 TINY_CONFIG = """
 seed: 3
@@ -93,7 +92,7 @@ def _checkpoints(folder):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
-    epochs = 12
+    epochs = 6
     config = write_config(tmp_path, epochs)
     straight = tmp_path / "straight"
     proc = run_cli("train", config, "--output", str(straight))
@@ -115,3 +114,39 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     assert got == pytest.approx(expected, abs=1e-6)
     history = (interrupted / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
+
+
+def test_torchrun_with_two_processes_writes_one_run(tmp_path):
+    config = write_config(tmp_path, 2)
+    out = tmp_path / "ddp"
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(["src", os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            "-m",
+            "deepmetric",
+            "train",
+            config,
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())["held_out"]
+    assert (
+        metrics["trained"]["mean_average_precision_at_r"]
+        > metrics["baseline_raw_inputs"]["mean_average_precision_at_r"]
+    )
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header + 2 epochs, written by rank 0 only
+    assert proc.stdout.count("report:") == 1

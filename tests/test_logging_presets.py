@@ -238,3 +238,32 @@ def test_global_db_gets_rows_tagged_with_the_experiment(tmp_path):
     rk = RecordKeeper(record_writer=RecordWriter(str(tmp_path / "one"), global_db_path=db, experiment_name="one"))
     with sqlite3.connect(db) as conn:
         assert sorted(r[0] for r in conn.execute("SELECT experiment_name FROM grp")) == ["two"]
+
+
+def test_end_to_end_with_the_real_accuracy_calculator(tmp_path):
+    rk, _, _ = LP.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tb"))
+    hooks = LP.get_hook_container(rk, log_freq=2)
+    tester = testers.GlobalEmbeddingSpaceTester(
+        end_of_testing_hook=hooks.end_of_testing_hook, dataloader_num_workers=0,
+        data_device=torch.device("cpu"), progress_bar=False,
+    )
+    torch.manual_seed(0)
+    models = {"trunk": torch.nn.Linear(DIM, 4)}
+    trainer = trainers.MetricLossOnly(
+        models=models,
+        optimizers={"trunk_optimizer": torch.optim.SGD(models["trunk"].parameters(), lr=0.1)},
+        batch_size=8,
+        loss_funcs={"metric_loss": losses.TripletMarginLoss()},
+        dataset=data(),
+        dataloader_num_workers=0,
+        data_device=torch.device("cpu"),
+        progress_bar=False,
+        end_of_iteration_hook=hooks.end_of_iteration_hook,
+        end_of_epoch_hook=hooks.end_of_epoch_hook(tester, {"val": data(), "train": data()}, str(tmp_path / "m")),
+    )
+    trainer.train(num_epochs=2)
+    history = hooks.get_accuracy_history(tester, "val", return_all_metrics=True)
+    assert history["epoch"] == [1, 2]
+    assert all(0 <= v <= 1 for v in history["mean_average_precision_at_r_level0"])
+    assert os.path.exists(tmp_path / "logs" / "accuracies_normalized_GlobalEmbeddingSpaceTester_level_0_TRAIN_vs_self.csv")
+    assert [r["~iteration~"] for r in read_csv(tmp_path / "logs" / "loss_histories.csv")] == ["0", "2", "3", "5"]

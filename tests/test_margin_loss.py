@@ -241,3 +241,16 @@ def test_matches_reference(kwargs, use_miner, use_ref):
     for a, b in zip(g_ours, g_theirs):
         rtol, atol = (1e-5, 1e-6) if a.dtype == torch.float32 else (1e-6, 1e-9)
         torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=atol)
+
+
+def test_large_batch_does_not_list_triplets(monkeypatch):
+    # 1024 samples in 4 classes have ~200 million triplets; the label path must not list them.
+    def fail(*args, **kwargs):
+        raise AssertionError("triplets were listed")
+
+    monkeypatch.setattr(lmu, "convert_to_triplets", fail)
+    torch.manual_seed(5)
+    emb = torch.randn(1024, 16, requires_grad=True)
+    out = MarginLoss(learn_beta=True, nu=0.1, num_classes=4)(emb, torch.arange(1024) % 4)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(emb.grad).all()

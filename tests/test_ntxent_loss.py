@@ -165,3 +165,13 @@ def test_matches_reference_with_a_miner_and_no_labels(dtype):
 def test_matches_reference_in_float16():
     emb, labels, _ = random_batch(24, 8, 4, torch.float16, seed=2)
     assert_matches_reference("NTXentLoss", emb, labels, scale=1)
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["labels", "pair-list"])
+def test_large_batch_needs_no_pairs_by_pairs_matrix(listed):
+    # 1024 samples, 4 per class: a (positive pairs x negative pairs) matrix would need ~12 GB.
+    emb, labels, _ = random_batch(1024, 8, 256, torch.float32, seed=0)
+    tuples = lmu.get_all_pairs_indices(labels) if listed else None
+    value = NTXentLoss()(emb, labels, tuples)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(emb.grad).all()

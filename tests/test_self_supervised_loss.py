@@ -4,6 +4,7 @@ losses, bad inputs and the reference library as an oracle."""
 import pytest
 import torch
 
+import deepmetric.losses as our_losses
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity
 from deepmetric.losses import ContrastiveLoss, CosFaceLoss, SelfSupervisedLoss, TripletMarginLoss
@@ -87,13 +88,15 @@ def test_views_must_have_the_same_shape():
         wrapper(torch.randn(3, 2), [[0.0, 1.0]])
 
 
+WRAPPED = [name for name in SelfSupervisedLoss.supported_losses() if hasattr(our_losses, name)]
+# None of these draws random tuples by default, so both libraries see the same pairs.
+
+
 @requires_reference
 @pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("name", ["ContrastiveLoss", "TripletMarginLoss"])
+@pytest.mark.parametrize("name", WRAPPED)
 def test_matches_reference(name, symmetric, dtype):
     import pytorch_metric_learning.losses as pml_losses
-
-    import deepmetric.losses as our_losses
 
     g = torch.Generator().manual_seed(3)
     emb = torch.randn(10, 5, generator=g).to(dtype)

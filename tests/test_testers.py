@@ -278,3 +278,34 @@ def test_same_accuracies_as_the_reference_tester(cls_name, levels, splits, level
     assert results[0].keys() == results[1].keys()
     for split in results[0]:
         assert results[0][split] == pytest.approx(results[1][split])
+
+
+@requires_reference
+@pytest.mark.parametrize("splits", [None, [("a", ["a", "b"]), ("b", ["a"])]])
+def test_real_calculator_matches_the_reference_tester_and_calculator(splits):
+    import pytorch_metric_learning.testers as pml_testers
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as PMLCalculator
+
+    from deepmetric.utils.accuracy_calculator import AccuracyCalculator
+
+    g = torch.Generator().manual_seed(0)
+    labels_a = torch.randint(0, 4, (40,), generator=g)
+    labels_b = torch.randint(0, 4, (30,), generator=g)
+    ds = {
+        "a": torch.utils.data.TensorDataset(torch.randn(40, DIM, generator=g) + labels_a[:, None], labels_a),
+        "b": torch.utils.data.TensorDataset(torch.randn(30, DIM, generator=g) + labels_b[:, None], labels_b),
+    }
+    include = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+    ours = testers.GlobalEmbeddingSpaceTester(
+        accuracy_calculator=AccuracyCalculator(include=include, k="max_bin_count"),
+        dataloader_num_workers=0, data_device=torch.device("cpu"), progress_bar=False,
+    ).test(ds, 1, TRUNK, splits_to_eval=None if splits is None else [(q, list(r)) for q, r in splits])
+    theirs = pml_testers.GlobalEmbeddingSpaceTester(
+        accuracy_calculator=PMLCalculator(include=include, k="max_bin_count"),
+        dataloader_num_workers=0, data_device=torch.device("cpu"),
+    ).test(ds, 1, TRUNK, splits_to_eval=None if splits is None else [(q, list(r)) for q, r in splits])
+    assert ours.keys() == theirs.keys()
+    for split in ours:
+        assert set(ours[split]) == set(theirs[split])
+        for k in ours[split]:
+            assert ours[split][k] == pytest.approx(theirs[split][k], abs=1e-6), (split, k)

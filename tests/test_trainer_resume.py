@@ -322,3 +322,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path)
     for k in expected:
         for n in expected[k]:
             assert torch.equal(expected[k][n], got[k][n]), (k, n)
+
+
+def test_a_second_train_call_keeps_the_checkpoints_of_the_first(tmp_path):
+    t = build("seeded", folder=str(tmp_path))
+    t.train(start_epoch=1, num_epochs=2)
+    t.train(start_epoch=3, num_epochs=3)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_00000002.pt", "checkpoint_00000003.pt"]
+    epochs = []
+    resumed = build("seeded", folder=str(tmp_path), resume=True, end_of_epoch_hook=lambda tr: epochs.append(tr.epoch))
+    resumed.train(num_epochs=4)
+    assert epochs == [4]

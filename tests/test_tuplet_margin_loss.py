@@ -150,3 +150,13 @@ def test_matches_reference(kwargs, use_miner, use_ref, dtype):
     for a, b in zip(g_ours, g_theirs):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
     assert angles_ours == pytest.approx(angles_theirs, rel=1e-5)
+
+
+def test_large_batch_stays_linear_in_pairs():
+    # 2048 samples in 4 classes: ~1M positive x ~3M negative pairs would be needed per anchor
+    # group if every (positive, negative) combination were formed.
+    torch.manual_seed(5)
+    emb = torch.randn(2048, 16, requires_grad=True)
+    out = TupletMarginLoss()(emb, torch.arange(2048) % 4)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(emb.grad).all()

@@ -13,7 +13,7 @@ import os
 
 DEFAULT_CONFIG = {
     "seed": 0,
-    "epochs": 40,
+    "epochs": 20,
     "batch_size": 160,
     "device": "cpu",
     "num_workers": 0,
@@ -23,7 +23,7 @@ DEFAULT_CONFIG = {
     "miner": {"name": "MultiSimilarityMiner", "args": {"epsilon": 0.1}},
     "sampler": {"name": "MPerClassSampler", "args": {"m": 32}},
     "optimizer": {"name": "Adam", "args": {"lr": 0.002}},
-    "scheduler": {"name": "CosineAnnealingLR", "args": {"T_max": 40}},
+    "scheduler": {"name": "CosineAnnealingLR", "args": {"T_max": 20}},
     "evaluation": {
         "metrics": ["precision_at_1", "r_precision", "mean_average_precision_at_r"],
         "k": None,

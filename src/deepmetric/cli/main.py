@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from .config import ConfigError
+from .distributed import leave_process_group
 
 
 def build_parser():
@@ -50,6 +51,8 @@ def main(argv=None):
     except ConfigError as err:
         print(f"deepmetric: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        leave_process_group()
     return 0
 
 

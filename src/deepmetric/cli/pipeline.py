@@ -16,8 +16,9 @@ import torch
 
 from ..utils import common_functions as c_f
 from . import components, report
-from .config import ConfigError, dump_config, load_config
+from .config import ConfigError, component, dump_config, load_config
 from .data import build_data
+from .distributed import is_main_process, join_process_group, per_process_batch_size
 
 
 def seed_everything(seed):
@@ -58,7 +59,7 @@ class Run:
     def __init__(self, config, folder, zero_shot=False):
         self.config = config
         self.folder = folder
-        self.device = torch.device(config["device"])
+        self.device = join_process_group(config)
         self.data = build_data(config, zero_shot=zero_shot)
         seed_everything(config["seed"])
         self.model = components.build_model(config, self.data.input_shape).to(self.device)
@@ -68,7 +69,8 @@ class Run:
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = components.build_optimizer(config, params)
         self.scheduler = components.build_scheduler(config, self.optimizer)
-        self.sampler = components.build_sampler(config, self.data.train_labels, config["batch_size"])
+        self.batch_size = per_process_batch_size(config)
+        self.sampler = components.build_sampler(config, self.data.train_labels, self.batch_size)
         self.checkpoint_folder = os.path.join(folder, "checkpoints")
 
     def _embedding_size(self):
@@ -91,7 +93,7 @@ class Run:
         return MetricLossOnly(
             models={"trunk": self.model},
             optimizers={"trunk_optimizer": self.optimizer},
-            batch_size=self.config["batch_size"],
+            batch_size=self.batch_size,
             loss_funcs={"metric_loss": self.loss},
             dataset=self.data.train,
             mining_funcs=mining,
@@ -136,40 +138,49 @@ def train_command(config_path, output, resume=False, seed=None, epochs=None, log
         config = load_config(resolved_path, overrides)
     else:
         config = load_config(config_path, overrides)
-    os.makedirs(output, exist_ok=True)
-    dump_config(config, resolved_path)
+    join_process_group(config)  # under torchrun: before anything decides who writes
+    main = is_main_process()
+    if main:
+        os.makedirs(output, exist_ok=True)
+        dump_config(config, resolved_path)
     started = time.time()
     sections = [("held_out", output, False)]
-    if config["evaluation"]["zero_shot"] and config["dataset"]["name"] == "Digits":
+    if config["evaluation"]["zero_shot"] and _name(config, "dataset") == "Digits":
         sections.append(("zero_shot", os.path.join(output, "zero_shot"), True))
     results = {}
     for name, folder, zero_shot in sections:
         results[name] = _train_section(config, folder, zero_shot, resume, log, label=name)
     results["seconds"] = round(time.time() - started, 1)
-    report.write_json(os.path.join(output, "metrics.json"), results)
-    _write_report(output, config, results)
-    log(f"report: {os.path.join(output, 'report.md')}")
+    if main:
+        report.write_json(os.path.join(output, "metrics.json"), results)
+        _write_report(output, config, results)
+        log(f"report: {os.path.join(output, 'report.md')}")
     return results
 
 
 def _train_section(config, folder, zero_shot, resume, log, label):
-    os.makedirs(folder, exist_ok=True)
+    main = is_main_process()  # under torchrun every process trains and evaluates; rank 0 writes
+    if main:
+        os.makedirs(folder, exist_ok=True)
     run = Run(config, folder, zero_shot=zero_shot)
     baseline = retrieval_metrics(run.data.raw_test_inputs(), run.data.test_labels, config)
     history = os.path.join(folder, "history.csv")
     epoch_losses = []
 
     def end_of_iteration(trainer):
-        epoch_losses.append(float(trainer.losses["total_loss"]))
+        epoch_losses.append(float(torch.as_tensor(trainer.losses["total_loss"]).detach()))
 
-    if not resume and os.path.exists(history):
+    if main and not resume and os.path.exists(history):
         os.remove(history)
-    scalars = report.TensorBoardLog(folder, first_epoch=report.history_epochs(history) + 1 if resume else 1)
+    first_epoch = report.history_epochs(history) + 1 if resume else 1
+    scalars = report.TensorBoardLog(folder if main else None, first_epoch=first_epoch)
 
     def end_of_epoch(trainer):
         loss = sum(epoch_losses) / max(len(epoch_losses), 1)
         epoch_losses.clear()
         metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
+        if not main:
+            return True
         report.write_history_row(history, {"epoch": trainer.epoch, "loss": loss, **metrics})
         scalars.write(trainer.epoch, {"loss": loss, **metrics}, group=label)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
@@ -183,10 +194,13 @@ def _train_section(config, folder, zero_shot, resume, log, label):
         scalars.close()
     embeddings = run.held_out_embeddings()
     trained = retrieval_metrics(embeddings, run.data.test_labels, config)
+    result = {"baseline_raw_inputs": baseline, "trained": trained, "epochs": config["epochs"]}
+    if not main:
+        return result
     torch.save({"embeddings": embeddings, "labels": torch.as_tensor(run.data.test_labels)},
                os.path.join(folder, "embeddings.pt"))
     _pictures(run, embeddings, folder, label)
-    return {"baseline_raw_inputs": baseline, "trained": trained, "epochs": config["epochs"]}
+    return result
 
 
 def _pictures(run, embeddings, folder, label):
@@ -203,12 +217,16 @@ def _pictures(run, embeddings, folder, label):
                           os.path.join(folder, "retrieval.png"), f"nearest neighbours ({label})")
 
 
+def _name(config, key):
+    return component(config, key)[0]
+
+
 def _write_report(output, config, results):
     lines = [
         "# deepmetric run report",
         "",
-        f"Dataset `{config['dataset']['name']}`, model `{config['model']['name']}`, loss "
-        f"`{config['loss']['name']}`, {config['epochs']} epochs, seed {config['seed']}; "
+        f"Dataset `{_name(config, 'dataset')}`, model `{_name(config, 'model')}`, loss "
+        f"`{_name(config, 'loss')}`, {config['epochs']} epochs, seed {config['seed']}; "
         f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`.",
         "",
     ]

@@ -43,10 +43,12 @@ class TensorBoardLog:
     """
 
     def __init__(self, folder, first_epoch=1):
+        self.writer = None
+        if folder is None:  # a process that does not write (not rank 0 under torchrun)
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.writer = None
             return
         self.writer = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=first_epoch)
 

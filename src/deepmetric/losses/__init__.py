@@ -9,7 +9,10 @@ from .clip_loss import CLIPLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
+from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
+from .histogram_loss import HistogramLoss
+from .instance_loss import InstanceLoss
 from .intra_pair_variance_loss import IntraPairVarianceLoss
 from .large_margin_softmax_loss import LargeMarginSoftmaxLoss
 from .lifted_structure_loss import GeneralizedLiftedStructureLoss, LiftedStructureLoss
@@ -17,12 +20,16 @@ from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
 from .multiple_losses import MultipleLosses
+from .n_pairs_loss import NPairsLoss
 from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
 from .ntxent_loss import NTXentLoss
 from .p2s_grad_loss import P2SGradLoss
+from .pnp_loss import PNPLoss
 from .proxy_losses import ProxyNCALoss
 from .self_supervised_loss import SelfSupervisedLoss
+from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
+from .smooth_ap import SmoothAPLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
@@ -41,8 +48,11 @@ __all__ = [
     "CosFaceLoss",
     "CrossBatchMemory",
     "EmbeddingRegularizerMixin",
+    "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "GenericPairLoss",
+    "HistogramLoss",
+    "InstanceLoss",
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
@@ -50,11 +60,15 @@ __all__ = [
     "MultiSimilarityLoss",
     "MultipleLosses",
     "NCALoss",
+    "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "PNPLoss",
     "ProxyNCALoss",
     "SelfSupervisedLoss",
+    "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",

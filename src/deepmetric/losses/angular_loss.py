@@ -43,10 +43,15 @@ class AngularLoss(BaseMetricLossFunction):
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_required(labels)
-        if ref_labels is None:
-            raise ValueError("AngularLoss needs ref_labels when ref_emb is given, to find the negatives")
-        a1, p, a2, _ = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
-        if len(a1) == 0 or len(a2) == 0:
+        if indices_tuple is None:
+            # Only the positive pairs are listed; the negatives come from the label mask.
+            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+            a1, p = torch.where(pos_mask)
+            has_negatives = bool(neg_mask.any())
+        else:
+            a1, p, a2, _ = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+            has_negatives = len(a2) > 0
+        if len(a1) == 0 or not has_negatives:
             return self.zero_losses()
         anchors = self.distance.normalize(embeddings)
         refs = self.distance.normalize(ref_emb)
@@ -54,7 +59,10 @@ class AngularLoss(BaseMetricLossFunction):
         work = torch.float32 if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings.dtype
         anchor_ref = (anchors @ ref_emb.t()).to(work)
         ref_ref = (refs @ ref_emb.t()).to(work)
-        ap_dot = (anchors @ refs.t())[a1, p].to(work)
+        if 8 * len(a1) < anchors.shape[0] * refs.shape[0]:
+            ap_dot = torch.sum(anchors[a1] * refs[p], dim=1).to(work)
+        else:  # dense enough that one matrix product beats gathering every pair's rows
+            ap_dot = (anchors @ refs.t())[a1, p].to(work)
         sq_tan = float(torch.tan(self.alpha) ** 2)
         # Which references are negatives depends only on the anchor, so the mask is folded into
         # the anchor's row once (as -inf) instead of being rebuilt for every pair.

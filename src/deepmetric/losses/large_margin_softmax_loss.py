@@ -124,8 +124,10 @@ class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     def cast_types(self, dtype, device):
         # In place on .data: the Parameter object (and so any optimizer holding it) is kept.
         self.W.data = c_f.to_device(self.W.data, device=device, dtype=dtype)
+        # The binomial coefficients pass float16's range from margin 19 on (C(19, 8) > 65504).
+        helper_dtype = accumulation_dtype(dtype)
         for name in ("n_range", "margin_choose_n", "cos_powers", "alternating"):
-            setattr(self, name, c_f.to_device(getattr(self, name), device=device, dtype=dtype))
+            setattr(self, name, c_f.to_device(getattr(self, name), device=device, dtype=helper_dtype))
 
     # ------------------------------------------------------------------------------------------
     # helpers

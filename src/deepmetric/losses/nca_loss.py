@@ -20,10 +20,8 @@ class NCALoss(BaseMetricLossFunction):
     otherwise. Without ``ref_emb`` the reference set is the batch minus the element itself.
     ``w_i`` are miner weights (how often ``i`` occurs in ``indices_tuple``, divided by the
     largest count; all ones without a miner). Only elements with a non-zero probability of
-    picking a positive are kept (``"loss"``: element, indices = kept rows).
-
-    The sum of probabilities is computed in the log domain (``lse over positives - lse over
-    all``), so large ``softmax_scale`` values do not underflow before the log.
+    picking a positive are kept (``"loss"``: element, indices = kept rows); when no row is
+    kept the loss is zero.
 
     Args:
         softmax_scale: multiplies the similarities before the softmax (an inverse temperature).
@@ -48,23 +46,20 @@ class NCALoss(BaseMetricLossFunction):
             indices_tuple, query_labels, dtype=dtype, using_ref=not same_set
         )
         mat = self.distance(query, reference)
-        if not self.distance.is_inverted:
-            mat = -mat
-        # float16 logits would lose most of their precision in the exponentials.
-        logits = self.softmax_scale * mat.float() if dtype == torch.float16 else self.softmax_scale * mat
+        if dtype == torch.float16:
+            mat = mat.float()  # float16 logits would lose most of their precision in exp
+        # similarities as they are, distances negated, folded into one multiply
+        logits = mat * (self.softmax_scale if self.distance.is_inverted else -self.softmax_scale)
         positive = query_labels.unsqueeze(1) == reference_labels.unsqueeze(0)
         if same_set:
-            self_pair = torch.eye(len(query), dtype=torch.bool, device=query.device)
-            logits = logits.masked_fill(self_pair, c_f.neg_inf(logits.dtype))
-            positive = positive & ~self_pair
-        # A finite sentinel: rows without positives keep finite values and zero gradients.
-        log_q = torch.logsumexp(logits.masked_fill(~positive, c_f.neg_inf(logits.dtype)), dim=1)
-        log_q = log_q - torch.logsumexp(logits, dim=1)
-        # The reference keeps rows whose probability of a positive is not zero.
-        kept = positive.any(dim=1) & (torch.exp(log_q.detach()).to(dtype) != 0)
+            logits.fill_diagonal_(c_f.neg_inf(logits.dtype))
+        # One softmax (one exponential per entry, none in the backward pass) is the cheapest
+        # exact form; a probability that underflows to 0 drops its row, as in the reference.
+        q = torch.sum(torch.where(positive, torch.softmax(logits, dim=1), 0), dim=1)
+        kept = q != 0
         if not bool(kept.any()):
             return self.zero_losses()
-        loss = -log_q[kept].to(dtype) * miner_weights[kept]
+        loss = -torch.log(q[kept]).to(dtype) * miner_weights[kept]
         return {
             "loss": {
                 "losses": loss,

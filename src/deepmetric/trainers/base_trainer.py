@@ -129,6 +129,7 @@ class BaseTrainer:
         self.initialize_amp()
         self.epoch = 0
         self.iteration = 0
+        self._has_trained = False
         self.dataloader = None
         self.dataloader_iter = None
         self._data_generator = None
@@ -497,9 +498,13 @@ class BaseTrainer:
             self.sampler.set_epoch(self._pass_index)
 
     def _fresh_start(self):
-        if self.seed is not None:
+        # Only the first train() of a trainer starts a run; a later call continues the same run
+        # (same checkpoints, RNGs left as they are).
+        first_call = not self._has_trained
+        self._has_trained = True
+        if first_call and self.seed is not None:
             _seed_everything(self.seed)
-        if self.checkpoint_folder is not None and ddp.is_main_process():
+        if first_call and self.checkpoint_folder is not None and ddp.is_main_process():
             stale = ckpt.list_checkpoints(self.checkpoint_folder)
             if stale:
                 c_f.LOGGER.warning(

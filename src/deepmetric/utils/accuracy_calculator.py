@@ -170,6 +170,9 @@ def _aggregate_one(kind, width, knn_labels, gt_labels, relevant, avg_of_avgs, re
     if kind == "precision":
         # Fewer than k neighbours still count as k slots (misses), as the reference does.
         values = values * min(width, rel.shape[1]) / width
+    elif kind == "mean_average_precision_at_k" and width > rel.shape[1]:
+        r_count = relevant.to(torch.float64)
+        values = values * torch.clamp(r_count, max=rel.shape[1]) / torch.clamp(r_count, max=width)
     return maybe_get_avg_of_avgs(values, gt_labels, avg_of_avgs, return_per_class)
 
 

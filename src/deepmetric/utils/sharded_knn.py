@@ -18,11 +18,13 @@ import torch.distributed as dist
 from .knn import _drop_own_entry, _merge, default_distance, exact_knn
 
 
-def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, group=None):
+def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, group=None, query_indices=None):
     """``(values, global_indices)`` of the k nearest global references of the local ``query`` rows.
 
     ``ref_includes_query=True`` means the global query set is the start of the global reference set
-    (as in single-process evaluation): each query's own global entry is left out. Without an
+    (as in single-process evaluation): each query's own global entry is left out. Its global index
+    is its position in the rank-ordered concatenation of the query shards, unless
+    ``query_indices`` gives it (when ``query`` is a selection of this rank's rows). Without an
     initialised process group this is :func:`exact_knn` on the arguments.
     """
     distance = default_distance() if distance is None else distance
@@ -53,6 +55,11 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     ref_offset = sum(ref_sizes[:rank])
     result = None
     for owner in range(world):
+        if query_sizes[owner] == 0:  # every rank knows the sizes, so all skip this turn together
+            if owner == rank:
+                empty = torch.empty(0, kk, dtype=dtype, device=query.device)
+                result = (empty, torch.empty(0, kk, dtype=torch.long, device=query.device))
+            continue
         shard = (
             query.detach().to(dtype)
             if owner == rank
@@ -66,9 +73,10 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
             result = _merge_in_rank_order(gathered, kk, largest)
     values, indices = result
     if own:
-        query_offset = sum(query_sizes[:rank])
-        own_index = torch.arange(query_offset, query_offset + len(values), device=values.device)
-        values, indices = _drop_own_entry(values, indices, own_index)
+        if query_indices is None:
+            query_offset = sum(query_sizes[:rank])
+            query_indices = torch.arange(query_offset, query_offset + len(values))
+        values, indices = _drop_own_entry(values, indices, torch.as_tensor(query_indices).to(values.device))
     return values, indices
 
 

@@ -317,3 +317,14 @@ def test_loads_a_reference_state_dict():
     ours.load_state_dict(ref.state_dict())  # strict: the queue position is optional
     torch.testing.assert_close(ours.embedding_memory, ref.embedding_memory)
     assert ours.queue_idx == 0  # the reference does not save it
+
+
+def test_state_dict_survives_a_weights_only_checkpoint_file(tmp_path):
+    cbm = contrastive_memory(memory_size=4)
+    cbm(col(1.0, 2.0, 3.0), torch.tensor([0, 1, 0]))
+    path = tmp_path / "loss.pt"
+    torch.save({"loss_funcs": {"metric_loss": cbm.state_dict()}}, path)
+    fresh = contrastive_memory(memory_size=4)
+    fresh.load_state_dict(torch.load(path, weights_only=True)["loss_funcs"]["metric_loss"])
+    assert (fresh.queue_idx, fresh.has_been_filled) == (3, False)
+    torch.testing.assert_close(fresh.embedding_memory, cbm.embedding_memory.float())

@@ -53,6 +53,11 @@ def _cases():
             False,
         ),
         "contrastive_efficient": (lambda: losses.ContrastiveLoss(), None, True),
+        "cross_batch_memory": (
+            lambda: losses.CrossBatchMemory(losses.ContrastiveLoss(), 4, memory_size=32),
+            None,
+            False,
+        ),
     }
 
 
@@ -127,7 +132,8 @@ def _single_process(name, dtype):
 
 
 @pytest.mark.parametrize(
-    "name", ["contrastive", "triplet", "triplet_with_miner", "contrastive_with_pair_miner"]
+    "name",
+    ["contrastive", "triplet", "triplet_with_miner", "contrastive_with_pair_miner", "cross_batch_memory"],
 )
 def test_loss_and_gradients_equal_single_process_on_global_batch(two_process_results, name):
     dtype, results = two_process_results

@@ -1,183 +1,235 @@
-"""ProxyNCALoss: hand-computed values, learnable proxies (init, optimizer, dtype, state_dict),
-weight regularization, miner weights, gradients, bad inputs and the reference library."""
+"""ProxyNCALoss: hand-computed values, proxies as parameters, regularization, dtypes, gradients,
+bad input and the reference library as an oracle."""
 
 import math
 
 import pytest
 import torch
+from _ranking_helpers import grad_of
 
 from conftest import requires_reference, tolerance
-from deepmetric.distances import CosineSimilarity
+from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.losses import ProxyNCALoss
-from deepmetric.miners import MultiSimilarityMiner
+from deepmetric.losses.proxy_losses import ProxyNCALoss as ProxyNCALossFromModule
 from deepmetric.reducers import DoNothingReducer
 from deepmetric.regularizers import LpRegularizer
-from deepmetric.utils import common_functions as c_f
 
-EMB = [[1.0, 0.0], [1.0, 1.0]]
-LABELS = [0, 1]
+RAW_SQ_L2 = dict(distance=LpDistance(normalize_embeddings=False, power=2))
 
 
-def make(dtype=torch.float64, **kwargs):
-    loss = ProxyNCALoss(2, 2, **kwargs).to(dtype)
-    loss.proxies.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=dtype))
+def line_loss(dtype=torch.float64, **kwargs):
+    """Proxies at 0 (class 0) and 2 (class 1) on a line."""
+    loss = ProxyNCALoss(2, 1, **RAW_SQ_L2, **kwargs).to(dtype)
+    with torch.no_grad():
+        loss.proxies.copy_(torch.tensor([[0.0], [2.0]]))
     return loss
 
 
-@pytest.mark.parametrize("scale", [1, 2.5])
-def test_hand_computed(scale, dtype):
-    loss = make(dtype=dtype, softmax_scale=scale)
-    out = loss(torch.tensor(EMB, dtype=dtype), torch.tensor(LABELS))
-    # x0 = p0: squared distances 0 and 2; x1 (normalised) is equidistant from both proxies.
-    expected = (math.log(1 + math.exp(-2 * scale)) + math.log(2)) / 2
-    assert out.dtype == dtype
+def test_module_path_matches_the_reference():
+    assert ProxyNCALossFromModule is ProxyNCALoss
+
+
+def test_hand_computed_value(dtype):
+    emb = torch.tensor([[0.0], [1.5]], dtype=dtype)
+    out = line_loss(dtype)(emb, torch.tensor([0, 1]))
+    # x=0, class 0: d = (0, 4) -> -log(1 / (1 + e^-4)); x=1.5, class 1: d = (2.25, 0.25)
+    expected = (math.log1p(math.exp(-4)) + math.log1p(math.exp(-2))) / 2
     assert out.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_with_a_similarity_and_loss_dict():
-    loss = make(distance=CosineSimilarity(), reducer=DoNothingReducer())
-    out = loss(torch.tensor(EMB, dtype=torch.float64), torch.tensor(LABELS))["loss"]
-    # cosines: x0 -> (1, 0); x1 -> (r, r)
-    expected = [math.log(1 + math.exp(-1)), math.log(2)]
-    torch.testing.assert_close(out["losses"], torch.tensor(expected, dtype=torch.float64))
-    assert out["reduction_type"] == "element" and out["indices"].tolist() == [0, 1]
-
-
-def test_get_logits_are_raw_distances():
-    loss = make()
-    logits = loss.get_logits(torch.tensor(EMB, dtype=torch.float64))
-    d = 2 - math.sqrt(2)
-    torch.testing.assert_close(logits, torch.tensor([[0.0, 2.0], [d, d]], dtype=torch.float64))
-
-
-def test_batch_of_one_is_a_normal_loss():
-    loss = make()
-    out = loss(torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True), torch.tensor([0]))
-    assert out.item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-9)
-
-
-def test_miner_weights_come_from_the_anchors():
-    loss = make(reducer=DoNothingReducer())
-    emb, labels = torch.tensor(EMB, dtype=torch.float64), torch.tensor(LABELS)
-    # anchors (a1, a2) = (0, 0, 1): element 0 counts twice, 1 once -> weights 1, 1/2.
-    it = (torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([1]), torch.tensor([0]))
-    weighted = loss(emb, labels, it)["loss"]["losses"]
-    plain = loss(emb, labels)["loss"]["losses"]
-    torch.testing.assert_close(weighted, plain * torch.tensor([1.0, 0.5], dtype=torch.float64))
-
-
-def test_proxies_shape_init_state_dict_and_records():
-    torch.manual_seed(0)
-    loss = ProxyNCALoss(5, 8)
-    assert loss.proxies.shape == (5, 8) and list(loss.state_dict()) == ["proxies"]
-    big = ProxyNCALoss(50, 2000)
-    assert big.proxies.std().item() == pytest.approx(1.0, rel=0.05)  # normal_
-    custom = ProxyNCALoss(3, 4, weight_init_func=c_f.TorchInitWrapper(torch.nn.init.constant_, val=0.5))
-    assert torch.all(custom.proxies == 0.5)
-    assert {"softmax_scale", "num_classes"} <= set(loss._record_these)
-    assert loss.num_classes == 5 and loss.softmax_scale == 1
-    assert loss.proxy_labels.tolist() == [0, 1, 2, 3, 4]
-
-
-def test_own_optimizer_moves_the_proxies_and_dtype_follows_the_input():
-    torch.manual_seed(1)
-    loss = ProxyNCALoss(4, 6)
-    before = loss.proxies.detach().clone()
-    optimizer = torch.optim.SGD(loss.parameters(), lr=0.1)
-    loss(torch.randn(12, 6), torch.randint(0, 4, (12,))).backward()
-    optimizer.step()
-    assert not torch.equal(before, loss.proxies.detach())
-    parameter = loss.proxies
-    loss(torch.randn(12, 6, dtype=torch.float64), torch.randint(0, 4, (12,)))
-    assert loss.proxies is parameter and loss.proxies.dtype == torch.float64
-    restored = ProxyNCALoss(4, 6).to(torch.float64)
-    restored.load_state_dict(loss.state_dict())
-    torch.testing.assert_close(restored.proxies, loss.proxies)
-
-
-def test_weight_regularizer_is_applied_to_the_proxies():
-    loss = make(weight_regularizer=LpRegularizer(), weight_reg_weight=0.25)
-    assert loss.sub_loss_names() == ["loss", "weight_reg_loss"]
-    out = loss(torch.tensor(EMB, dtype=torch.float64), torch.tensor(LABELS))
-    expected = (math.log(1 + math.exp(-2)) + math.log(2)) / 2 + 0.25 * 1.0
+def test_softmax_scale_is_passed_through_kwargs():
+    emb = torch.tensor([[0.0], [1.5]], dtype=torch.float64)
+    loss = line_loss(softmax_scale=3)
+    assert loss.softmax_scale == 3
+    out = loss(emb, torch.tensor([0, 1]))
+    expected = (math.log1p(math.exp(-12)) + math.log1p(math.exp(-6))) / 2
     assert out.item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_float16():
-    torch.manual_seed(2)
+def test_batch_of_one_is_computed_against_the_proxies():
+    out = line_loss()(torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([1]))
+    # d = (0.25, 2.25): -log(e^-2.25 / (e^-0.25 + e^-2.25))
+    assert out.item() == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-9)
+
+
+def test_similarity_logits_are_not_negated():
+    loss = ProxyNCALoss(2, 2, distance=CosineSimilarity(), reducer=DoNothingReducer()).double()
+    with torch.no_grad():
+        loss.proxies.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    out = loss(torch.tensor([[1.0, 1.0]], dtype=torch.float64), torch.tensor([0]))["loss"]
+    assert out["losses"].item() == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_miner_weights_count_anchors_only():
+    emb = torch.tensor([[0.0], [1.5]], dtype=torch.float64)
+    # index 0 appears as an anchor twice, index 1 once; positives/negatives are ignored.
+    triplets = (torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0]), torch.tensor([1, 1, 1]))
+    out = line_loss(reducer=DoNothingReducer())(emb, torch.tensor([0, 1]), triplets)["loss"]
+    expected = torch.tensor([math.log1p(math.exp(-4)), math.log1p(math.exp(-2)) / 2], dtype=torch.float64)
+    torch.testing.assert_close(out["losses"], expected)
+    assert out["indices"].tolist() == [0, 1]
+
+
+def test_proxies_are_a_parameter_with_the_reference_shape_and_init():
+    torch.manual_seed(0)
+    loss = ProxyNCALoss(5, 3)
+    assert isinstance(loss.proxies, torch.nn.Parameter) and loss.proxies.shape == (5, 3)
+    assert list(loss.state_dict()) == ["proxies"]
+    torch.manual_seed(0)
+    expected = torch.nn.init.normal_(torch.empty(5, 3))
+    torch.testing.assert_close(loss.proxies.data, expected)
+    assert loss.proxy_labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_custom_weight_init_func_is_applied():
+    loss = ProxyNCALoss(3, 2, weight_init_func=lambda w: torch.nn.init.constant_(w, 0.5))
+    assert torch.all(loss.proxies == 0.5)
+
+
+def test_proxies_receive_gradients_and_train():
+    torch.manual_seed(0)
+    loss = ProxyNCALoss(3, 4)
+    emb = torch.randn(12, 4)
+    labels = torch.arange(12) % 3
+    opt = torch.optim.SGD(loss.parameters(), lr=1.0)
+    first = loss(emb, labels)
+    for _ in range(20):
+        opt.zero_grad()
+        value = loss(emb, labels)
+        value.backward()
+        opt.step()
+    assert loss(emb, labels).item() < first.item()
+
+
+def test_state_dict_round_trip():
+    a, b = ProxyNCALoss(4, 3), ProxyNCALoss(4, 3)
+    b.load_state_dict(a.state_dict())
+    emb, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(a(emb, labels), b(emb, labels))
+
+
+def test_weight_regularizer_on_proxies():
+    loss = line_loss(reducer=DoNothingReducer(), weight_regularizer=LpRegularizer(), weight_reg_weight=2)
+    assert loss.sub_loss_names() == ["loss", "weight_reg_loss"]
+    out = loss(torch.tensor([[0.0], [1.5]], dtype=torch.float64), torch.tensor([0, 1]))
+    # LpRegularizer: mean L2 norm of the proxy rows = (0 + 2) / 2, times the weight 2
+    assert out["weight_reg_loss"]["reduction_type"] == "already_reduced"
+    assert out["weight_reg_loss"]["losses"].item() == pytest.approx(2.0)
+
+
+def test_get_logits_is_the_raw_distance_to_the_proxies():
+    loss = line_loss()
+    logits = loss.get_logits(torch.tensor([[1.0], [3.0]], dtype=torch.float64))
+    torch.testing.assert_close(logits, torch.tensor([[1.0, 1.0], [9.0, 1.0]], dtype=torch.float64))
+
+
+def test_float16_matches_float32_and_casts_proxies():
+    torch.manual_seed(0)
     loss = ProxyNCALoss(4, 8)
     emb, labels = torch.randn(16, 8), torch.randint(0, 4, (16,))
     full = loss(emb, labels)
     half = loss(emb.half(), labels)
     assert half.dtype == torch.float16 and loss.proxies.dtype == torch.float16
-    torch.testing.assert_close(half.float(), full, rtol=1e-2, atol=2e-2)
+    torch.testing.assert_close(half.float(), full, rtol=1e-2, atol=1e-2)
 
 
 def test_gradcheck_embeddings_and_proxies():
-    torch.manual_seed(3)
-    loss = ProxyNCALoss(3, 3, softmax_scale=2).to(torch.float64)
+    torch.manual_seed(1)
+    loss = ProxyNCALoss(3, 3, softmax_scale=2).double()
     emb = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    proxies = loss.proxies.detach().clone().requires_grad_(True)
     labels = torch.tensor([0, 1, 2, 0, 1])
 
-    def fn(e, p):
-        return torch.func.functional_call(loss, {"proxies": p}, (e, labels))
+    proxies = loss.proxies.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels), (emb,))
+    # The proxies' gradient of the loss equals the direct formula's.
+    (g_loss,) = torch.autograd.grad(loss(emb.detach(), labels), loss.proxies)
+    direct = torch.nn.functional.cross_entropy(-2 * LpDistance(power=2)(emb.detach(), proxies), labels)
+    torch.testing.assert_close(g_loss, grad_of(direct, proxies))
 
-    assert torch.autograd.gradcheck(fn, (emb, proxies))
+
+def test_labels_outside_the_classes_are_rejected():
+    loss = ProxyNCALoss(3, 2)
+    with pytest.raises(ValueError, match=r"\[0, 3\).*got -1, 3"):
+        loss(torch.randn(4, 2), torch.tensor([0, 3, -1, 1]))
 
 
-def test_bad_inputs_name_the_values():
-    loss = ProxyNCALoss(3, 4)
-    with pytest.raises(ValueError, match=r"\[0, 3\).*got 4"):
-        loss(torch.randn(2, 4), torch.tensor([0, 4]))
-    with pytest.raises(ValueError, match="embedding_size=4.*6 columns"):
-        loss(torch.randn(2, 6), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="labels"):
-        loss(torch.randn(2, 4))
-    with pytest.raises(ValueError, match="ref_emb"):
-        loss(torch.randn(2, 4), torch.tensor([0, 1]), ref_emb=torch.randn(2, 4), ref_labels=torch.tensor([0, 1]))
+def test_wrong_embedding_width_is_rejected():
+    loss = ProxyNCALoss(3, 2)
+    with pytest.raises(ValueError, match="embedding_size=2.*5 columns"):
+        loss(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="embedding_size=2"):
+        loss.get_logits(torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_bad_sizes_are_rejected(bad):
+    with pytest.raises(ValueError, match="num_classes"):
+        ProxyNCALoss(bad, 3)
     with pytest.raises(ValueError, match="embedding_size"):
-        ProxyNCALoss(3, 0)
+        ProxyNCALoss(3, bad)
+
+
+def test_labels_required_and_ref_emb_not_supported():
+    loss = ProxyNCALoss(3, 2)
+    with pytest.raises(ValueError, match="labels"):
+        loss(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="ref_emb"):
+        loss(torch.randn(4, 2), torch.tensor([0, 1, 2, 0]), ref_emb=torch.randn(2, 2), ref_labels=torch.tensor([0, 1]))
+
+
+def test_records_hyper_parameters():
+    loss = ProxyNCALoss(3, 2, softmax_scale=4)
+    assert loss._record_these == ["softmax_scale", "num_classes"]
+    assert loss.num_classes == 3  # the reference registers the name without storing it (reads 0)
+
+
+DISTANCES = {
+    "default": lambda lib: {},
+    "cosine": lambda lib: {"distance": lib.distances.CosineSimilarity()},
+    "raw_l2": lambda lib: {"distance": lib.distances.LpDistance(normalize_embeddings=False)},
+}
 
 
 @requires_reference
-@pytest.mark.parametrize("kwargs", [{}, {"softmax_scale": 4}, {"distance": "CosineSimilarity"}])
-@pytest.mark.parametrize("with_miner", [False, True])
-def test_matches_reference(kwargs, with_miner, dtype):
-    import pytorch_metric_learning.distances as ref_distances
-    import pytorch_metric_learning.losses as ref_losses
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+@pytest.mark.parametrize("use_miner", [False, True], ids=["labels", "miner"])
+def test_matches_reference(distance, use_miner, any_dtype):
+    import pytorch_metric_learning as pml
+    import pytorch_metric_learning.distances  # noqa: F401
+    import pytorch_metric_learning.losses as pml_losses
+    from pytorch_metric_learning.miners import TripletMarginMiner
 
-    import deepmetric.distances as our_distances
+    import deepmetric
+    import deepmetric.distances  # noqa: F401
 
-    ours_kwargs, ref_kwargs = dict(kwargs), dict(kwargs)
-    if "distance" in kwargs:
-        ours_kwargs["distance"] = getattr(our_distances, kwargs["distance"])()
-        ref_kwargs["distance"] = getattr(ref_distances, kwargs["distance"])()
-    torch.manual_seed(4)
-    ours = ProxyNCALoss(10, 8, **ours_kwargs).to(dtype)
-    theirs = ref_losses.ProxyNCALoss(10, 8, **ref_kwargs).to(dtype)
-    theirs.proxies.data.copy_(ours.proxies.data)
-    emb = torch.randn(40, 8, dtype=dtype, requires_grad=True)
-    labels = torch.randint(0, 10, (40,))
-    it = MultiSimilarityMiner(epsilon=0.3)(emb, labels) if with_miner else None
-    a = ours(emb, labels, it)
-    g_a = torch.autograd.grad(a, (emb, ours.proxies))
-    b = theirs(emb, labels, it)
-    g_b = torch.autograd.grad(b, (emb, theirs.proxies))
+    dtype = any_dtype
+    ref = pml_losses.ProxyNCALoss(7, 6, softmax_scale=3, **DISTANCES[distance](pml))
+    ours = ProxyNCALoss(7, 6, softmax_scale=3, **DISTANCES[distance](deepmetric))
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(6)
+    emb = torch.randn(25, 6, generator=g).to(dtype)
+    labels = torch.randint(0, 7, (25,), generator=g)
+    args = (TripletMarginMiner(margin=0.1)(emb.float(), labels),) if use_miner else ()
+    x_ref, x_ours = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    a, b = ref(x_ref, labels, *args), ours(x_ours, labels, *args)
+    a.backward()
+    b.backward()
+    assert b.dtype == a.dtype == dtype
     rtol, atol = tolerance(dtype)
-    torch.testing.assert_close(a, b, rtol=rtol * 10, atol=atol * 10)
-    torch.testing.assert_close(ours.get_logits(emb), theirs.get_logits(emb), rtol=rtol * 10, atol=atol * 10)
-    for x, y in zip(g_a, g_b):
-        torch.testing.assert_close(x, y, rtol=rtol * 10, atol=atol * 10)
+    torch.testing.assert_close(b, a, rtol=rtol * 10, atol=atol * 10)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=rtol * 10, atol=atol * 10)
+    torch.testing.assert_close(ours.proxies.grad, ref.proxies.grad, rtol=rtol * 10, atol=atol * 10)
+    torch.testing.assert_close(ours.get_logits(emb), ref.get_logits(emb), rtol=rtol * 10, atol=atol * 10)
 
 
-def test_elements_whose_positive_probability_underflows_are_dropped():
-    # x1 = -p0 with label 0 at scale 100: probability exp(-400) underflows to 0 in float32 (as
-    # in NCALoss and the reference, such elements are left out rather than giving inf).
-    loss = make(dtype=torch.float32, softmax_scale=100, reducer=DoNothingReducer())
-    emb = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
-    out = loss(emb, torch.tensor([0, 0]))["loss"]
-    assert out["indices"].tolist() == [0]
-    assert torch.isfinite(out["losses"]).all()
-    all_dropped = make(dtype=torch.float32, softmax_scale=100)(emb[1:].requires_grad_(), torch.tensor([0]))
-    assert all_dropped.item() == 0 and all_dropped.requires_grad
+@requires_reference
+def test_matches_reference_with_weight_regularizer():
+    import pytorch_metric_learning.losses as pml_losses
+    import pytorch_metric_learning.regularizers as pml_regs
+
+    ref = pml_losses.ProxyNCALoss(5, 4, weight_regularizer=pml_regs.LpRegularizer(), weight_reg_weight=0.5)
+    ours = ProxyNCALoss(5, 4, weight_regularizer=LpRegularizer(), weight_reg_weight=0.5)
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(2)
+    emb, labels = torch.randn(10, 4, generator=g), torch.randint(0, 5, (10,), generator=g)
+    torch.testing.assert_close(ours(emb, labels), ref(emb, labels))

@@ -5,8 +5,10 @@ from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
 from .circle_loss import CircleLoss
+from .clip_loss import CLIPLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
+from .cross_batch_memory import CrossBatchMemory
 from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .fast_ap_loss import FastAPLoss
 from .generic_pair_loss import GenericPairLoss
@@ -19,6 +21,7 @@ from .manifold_loss import ManifoldLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
 from .multi_similarity_loss import MultiSimilarityLoss
+from .multiple_losses import MultipleLosses
 from .n_pairs_loss import NPairsLoss
 from .nca_loss import NCALoss
 from .normalized_softmax_loss import NormalizedSoftmaxLoss
@@ -45,9 +48,11 @@ __all__ = [
     "ArcFaceLoss",
     "BaseLossWrapper",
     "BaseMetricLossFunction",
+    "CLIPLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",
     "FastAPLoss",
@@ -61,6 +66,7 @@ __all__ = [
     "ManifoldLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "MultipleLosses",
     "NCALoss",
     "NPairsLoss",
     "NTXentLoss",

@@ -1,0 +1,190 @@
+"""CLIP's symmetric contrastive loss (Radford et al., "Learning Transferable Visual Models From
+Natural Language Supervision", ICML 2021, https://arxiv.org/abs/2103.00020). Not in the
+reference library."""
+
+import math
+import numbers
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..utils.errors import require
+from ..utils.module_with_records import ModuleWithRecords
+from ..utils.validation import check_embeddings
+
+
+class CLIPLoss(ModuleWithRecords):
+    """Symmetric InfoNCE over a batch of paired embeddings of two modalities.
+
+    ``loss(image_embeddings, text_embeddings)``: row ``i`` of each ``(N, D)`` tensor is a
+    matching pair (image and caption, or any two modalities); every other row is a negative.
+    With ``u_i``, ``v_j`` the L2-normalised rows and ``t`` the learnable log-scale::
+
+        logits_ij = min(exp(t), max_logit_scale) * u_i . v_j
+        loss = ( CE(logits, arange(N)) + CE(logits^T, arange(N)) ) / 2
+
+    (``CE`` = softmax cross-entropy averaged over rows: image-to-text and text-to-image.)
+    ``t`` is the parameter ``logit_scale`` (0-dim), initialised to ``log(1 / init_temperature)``
+    = log(1/0.07); it is clamped inside the forward, so its gradient is zero while
+    ``exp(t) > max_logit_scale`` (the paper clips the scale at 100). With
+    ``learn_temperature=False`` it is a buffer instead of a parameter.
+
+    Half-precision inputs are computed in float32 (autocast off) and the loss is returned in
+    float32, like ``cross_entropy`` under autocast; other dtypes are kept. A batch of one pair
+    gives 0 (no negatives), attached to the graph.
+
+    Under ``torch.distributed`` (initialised, more than one process) and with
+    ``gather_distributed=True``, every process gathers the other processes' rows (batches may
+    differ in size) and computes the loss of the global ``(M, M)`` logits matrix, its own rows
+    placed at their rank's offset (rank order). The gathered copies carry no gradient; the local
+    rows keep their graph. Exactly:
+
+    * the returned value, in every process, equals the single-process loss on the concatenated
+      batch;
+    * the local embeddings receive ``world_size`` times the gradient of that loss (other ranks'
+      terms involving local rows are in this process's graph too, so nothing is missing), so
+      that ``DistributedDataParallel``'s averaging gives the model exactly the single-process
+      gradient;
+    * ``logit_scale`` receives the single-process gradient, identical in every process (correct
+      whether or not it sits inside a DDP module, since averaging identical values is a no-op).
+
+    With ``gather_distributed=False`` each process only contrasts its own batch.
+
+    Args:
+        init_temperature: initial softmax temperature (``logit_scale = log(1/init_temperature)``).
+        learn_temperature: make ``logit_scale`` a trainable parameter.
+        max_logit_scale: upper bound of ``exp(logit_scale)``.
+        gather_distributed: contrast against the whole global batch under torch.distributed.
+        **kwargs: ``collect_stats``.
+    """
+
+    def __init__(
+        self,
+        init_temperature=0.07,
+        learn_temperature=True,
+        max_logit_scale=100,
+        gather_distributed=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (("init_temperature", init_temperature), ("max_logit_scale", max_logit_scale)):
+            require(
+                isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                and value > 0,
+                f"CLIPLoss needs {name} to be a finite positive number, got {value!r}",
+            )
+        self.init_temperature = float(init_temperature)
+        self.learn_temperature = bool(learn_temperature)
+        self.max_logit_scale = float(max_logit_scale)
+        self.gather_distributed = bool(gather_distributed)
+        logit_scale = torch.tensor(math.log(1 / self.init_temperature))
+        if self.learn_temperature:
+            self.logit_scale = torch.nn.Parameter(logit_scale)
+        else:
+            self.register_buffer("logit_scale", logit_scale)
+        self.add_to_recordable_attributes(
+            list_of_names=["init_temperature", "max_logit_scale"], is_stat=False
+        )
+
+    @property
+    def temperature(self):
+        """The current softmax temperature, ``1 / min(exp(logit_scale), max_logit_scale)``."""
+        return 1 / min(math.exp(float(self.logit_scale.detach())), self.max_logit_scale)
+
+    def forward(self, image_embeddings, text_embeddings):
+        self._check_inputs(image_embeddings, text_embeddings)
+        self.reset_stats()
+        world_size = _world_size() if self.gather_distributed else 1
+        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        device_type = image_embeddings.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            if world_size > 1:
+                image_embeddings, text_embeddings = _gather_keeping_local_graph(
+                    image_embeddings, text_embeddings
+                )
+            scale = self._clamped_scale(compute_dtype)
+            if world_size > 1:
+                # The local rows' gradient is multiplied by world_size below; the shared scale's
+                # must not be, so its share of the product is divided here (value unchanged).
+                scale = scale.detach() + (scale - scale.detach()) / world_size
+            logits = scale * self._cosines(image_embeddings, text_embeddings, compute_dtype)
+            loss = _symmetric_cross_entropy(logits)
+        if world_size > 1:
+            loss = loss.detach() + world_size * (loss - loss.detach())
+        return loss
+
+    def get_logits(self, image_embeddings, text_embeddings):
+        """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
+        self._check_inputs(image_embeddings, text_embeddings, same_rows=False)
+        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        with torch.autocast(device_type=image_embeddings.device.type, enabled=False):
+            cosines = self._cosines(image_embeddings, text_embeddings, compute_dtype)
+            return self._clamped_scale(compute_dtype) * cosines
+
+    def _clamped_scale(self, dtype):
+        logit_scale = self.logit_scale.to(dtype)
+        return torch.exp(torch.clamp(logit_scale, max=math.log(self.max_logit_scale)))
+
+    @staticmethod
+    def _cosines(image_embeddings, text_embeddings, dtype):
+        u = F.normalize(image_embeddings.to(dtype), dim=1)
+        v = F.normalize(text_embeddings.to(dtype), dim=1)
+        return u @ v.t()
+
+    @staticmethod
+    def _check_inputs(image_embeddings, text_embeddings, same_rows=True):
+        check_embeddings(image_embeddings, "image_embeddings")
+        check_embeddings(text_embeddings, "text_embeddings")
+        if same_rows and image_embeddings.shape != text_embeddings.shape:
+            raise ValueError(
+                "CLIPLoss needs one text embedding per image embedding (row i of each is a pair): "
+                f"image_embeddings has shape {tuple(image_embeddings.shape)}, text_embeddings "
+                f"{tuple(text_embeddings.shape)}"
+            )
+        if image_embeddings.shape[1] != text_embeddings.shape[1]:
+            raise ValueError(
+                "image_embeddings and text_embeddings must have the same width, got "
+                f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
+            )
+        if image_embeddings.dtype != text_embeddings.dtype:
+            raise TypeError(
+                "image_embeddings and text_embeddings must have the same dtype, got "
+                f"{image_embeddings.dtype} and {text_embeddings.dtype}"
+            )
+
+
+def _compute_dtype(dtype):
+    # Half precision loses the logits' resolution and overflows exp: accumulate in float32.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _symmetric_cross_entropy(logits):
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def _world_size():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _gather_keeping_local_graph(image_embeddings, text_embeddings):
+    """Every process's rows in rank order; only this process's rows carry gradients."""
+    world_size, rank = dist.get_world_size(), dist.get_rank()
+    local = torch.cat([image_embeddings, text_embeddings], dim=1)  # one collective for both
+    size = torch.tensor([local.shape[0]], dtype=torch.long, device=local.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = local.detach()
+    if padded.shape[0] < max(sizes):
+        padded = torch.cat([padded, padded.new_zeros(max(sizes) - padded.shape[0], padded.shape[1])])
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [part[:n] for part, n in zip(parts, sizes)]
+    parts[rank] = local
+    gathered = torch.cat(parts, dim=0)
+    width = image_embeddings.shape[1]
+    return gathered[:, :width], gathered[:, width:]

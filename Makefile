@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 demo: $(STAMP)
-	$(PY) examples/train_digits.py
+	$(PY) -m deepmetric train --output runs/demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

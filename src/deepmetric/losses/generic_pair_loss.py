@@ -42,6 +42,19 @@ class GenericPairLoss(BaseMetricLossFunction):
             return None
         return pos_mask, neg_mask
 
+    @classmethod
+    def positive_pairs_with_negatives(cls, labels, ref_labels):
+        """``(a1, p, pos_mask, neg_mask)`` for losses that contrast every positive pair with its
+        anchor's negatives, or ``None`` when there is no positive pair or no negative at all."""
+        masks = cls.label_masks(labels, ref_labels)
+        if masks is None:
+            return None
+        pos_mask, neg_mask = masks
+        a1, p = torch.where(pos_mask)
+        if len(a1) == 0 or not bool(neg_mask.any()):
+            return None
+        return a1, p, pos_mask, neg_mask
+
     def _loss_from_label_masks(self, embeddings, labels, ref_emb, ref_labels):
         masks = self.label_masks(labels, ref_labels)
         if masks is None:

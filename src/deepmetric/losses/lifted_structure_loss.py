@@ -38,13 +38,10 @@ class LiftedStructureLoss(GenericPairLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if indices_tuple is not None or labels is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        masks = self.label_masks(labels, ref_labels)
-        if masks is None:
+        found = self.positive_pairs_with_negatives(labels, ref_labels)
+        if found is None:
             return self.zero_losses()
-        pos_mask, neg_mask = masks
-        a1, p = torch.where(pos_mask)
-        if len(a1) == 0 or not bool(neg_mask.any()):
-            return self.zero_losses()
+        a1, p, pos_mask, neg_mask = found
         mat = self.distance(embeddings, ref_emb)
         work = mat.to(accumulation_dtype(mat.dtype))
         neg_terms = self.distance.margin(self.neg_margin, work)

@@ -38,13 +38,10 @@ class NTXentLoss(GenericPairLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if indices_tuple is not None or labels is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        masks = self.label_masks(labels, ref_labels)
-        if masks is None:
+        found = self.positive_pairs_with_negatives(labels, ref_labels)
+        if found is None:
             return self.zero_losses()
-        pos_mask, neg_mask = masks
-        a1, p = torch.where(pos_mask)
-        if len(a1) == 0 or not bool(neg_mask.any()):
-            return self.zero_losses()
+        a1, p, pos_mask, neg_mask = found
         mat = self.distance(embeddings, ref_emb)
         logits = self._logits(mat)
         neg_lse = masked_logsumexp(logits, neg_mask, empty=None)

@@ -40,13 +40,10 @@ class TupletMarginLoss(GenericPairLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         if indices_tuple is None:
-            masks = self.label_masks(labels, ref_labels)
-            if masks is None:
+            found = self.positive_pairs_with_negatives(labels, ref_labels)
+            if found is None:
                 return self.zero_losses()
-            pos_mask, neg_mask = masks
-            a1, p = torch.where(pos_mask)
-            if len(a1) == 0 or not bool(neg_mask.any()):
-                return self.zero_losses()
+            a1, p, pos_mask, neg_mask = found
             mat = self.distance(embeddings, ref_emb)
             scaled = (self.scale * mat).masked_fill(~neg_mask, c_f.neg_inf(mat.dtype))
             neg_lse = torch.logsumexp(scaled, dim=1)

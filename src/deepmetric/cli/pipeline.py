@@ -210,11 +210,23 @@ def _pictures(run, embeddings, folder, label):
     sims = torch.nn.functional.normalize(embeddings, dim=1) @ torch.nn.functional.normalize(
         embeddings, dim=1).t()
     sims.fill_diagonal_(-2.0)
-    neighbours = sims.topk(6, dim=1).indices.numpy()
+    neighbours = sims.topk(5, dim=1).indices.numpy()
     rng = np.random.RandomState(run.config["seed"])
     queries = rng.choice(len(labels), size=min(8, len(labels)), replace=False)
     report.plot_retrieval(queries, neighbours[queries], labels, run.data.test_image,
                           os.path.join(folder, "retrieval.png"), f"nearest neighbours ({label})")
+
+
+def _worse_than_baseline_note(section):
+    """A sentence when training lost to the raw inputs on some metric (it can, on unseen classes)."""
+    worse = [k for k, v in section["trained"].items() if v < section["baseline_raw_inputs"].get(k, v)]
+    if not worse:
+        return []
+    return [
+        f"Training did worse than the raw inputs on {', '.join(worse)}: the model learned features "
+        "that separate its training classes and do not transfer to these ones.",
+        "",
+    ]
 
 
 def _name(config, key):
@@ -248,6 +260,7 @@ def _write_report(output, config, results):
             report.metrics_table({"raw inputs (baseline)": section["baseline_raw_inputs"],
                                   "trained model": section["trained"]}),
             "",
+            *_worse_than_baseline_note(section),
             f"Per-epoch loss and metrics: `{prefix}history.csv`.",
             "",
             f"![embeddings]({prefix}embeddings.png)",

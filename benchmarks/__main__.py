@@ -22,15 +22,19 @@ DOC = ROOT / "docs" / "performance.md"
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("grids", nargs="*", choices=list(grid.GRIDS), help="default: all grids")
+    parser.add_argument("grids", nargs="*", help=f"any of {', '.join(grid.GRIDS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smallest sizes only (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None, help="row names to (re-)measure")
-    parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per measurement")
+    parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per measurement")
     parser.add_argument("--memory-cap-gb", type=float, default=6.0, help="address space per measurement")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per row")
     parser.add_argument("--from-json", action="store_true", help="regenerate tables from saved results")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = [g for g in args.grids if g not in grid.GRIDS]
+    if unknown:
+        parser.error(f"unknown grid(s) {unknown}; choose from {', '.join(grid.GRIDS)}")
+    return args
 
 
 def rows_for(name, quick):

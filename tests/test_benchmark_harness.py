@@ -1,5 +1,7 @@
 """The benchmark harness measures in a child process and turns failures into rows."""
 
+import pytest
+
 from benchmarks import grid
 from benchmarks.harness import measure
 
@@ -89,3 +91,12 @@ def test_quick_run_regenerates_docs_between_markers(tmp_path, monkeypatch):
     text = doc.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
     assert "| M | 512 | 128 | 1.0 | 2.0 | 2.0x |" in text
+
+
+def test_command_line_defaults_to_every_grid_and_rejects_unknown_ones():
+    import benchmarks.__main__ as bench
+
+    assert bench.parse_args([]).grids == []
+    assert bench.parse_args(["miners"]).grids == ["miners"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["bogus"])

@@ -87,3 +87,10 @@ CASES += [
     LossCase("SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), pair_based=False),
     LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), pair_based=False),
 ]
+CASES.append(
+    LossCase(
+        "CrossBatchMemory",
+        lambda lib, d, c: lib.losses.CrossBatchMemory(lib.losses.ContrastiveLoss(), d, memory_size=1024),
+        False,
+    )
+)

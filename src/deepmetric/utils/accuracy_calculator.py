@@ -331,12 +331,12 @@ def nan_accuracy(unique_labels, return_per_class):
 def _own_entry_removed(distances, indices, own_index):
     """Drop each row's own reference entry (or its last column when the search missed it)."""
     is_own = indices == own_index[:, None]
-    is_own &= torch.cumsum(is_own, dim=1) == 1
-    missing = ~is_own.any(dim=1)
-    is_own[missing, -1] = True
-    keep = ~is_own
-    rows, width = indices.shape[0], indices.shape[1] - 1
-    return distances[keep].reshape(rows, width), indices[keep].reshape(rows, width)
+    width = indices.shape[1]
+    # Column of the first own entry (the last column when absent); shift the later columns left.
+    position = torch.where(is_own.any(dim=1), is_own.to(torch.uint8).argmax(dim=1), width - 1)
+    columns = torch.arange(width - 1, device=indices.device).unsqueeze(0)
+    columns = columns + (columns >= position.unsqueeze(1))
+    return distances.gather(1, columns.to(distances.device)), indices.gather(1, columns)
 
 
 # ----------------------------------------------------------------------------------- the class

@@ -193,6 +193,9 @@ def exact_knn(
         block_size = max(1, budget // (_BYTES_PER_ENTRY * (min(chunk, nr) + kk)))
     block_size = min(block_size, nq)
 
+    # When most of each row is kept anyway, finalising every score before ranking costs little and
+    # leaves no rounding ties to repair afterwards.
+    finalize_first = scorer.mode == "l2" and 4 * kk >= min(chunk, nr)
     out_values = torch.empty(nq, k, dtype=compute_dtype, device=device)
     out_indices = torch.empty(nq, k, dtype=torch.long, device=device)
     for s in range(0, nq, block_size):
@@ -202,13 +205,15 @@ def exact_knn(
         for c0 in range(0, nr, chunk):
             c1 = min(c0 + chunk, nr)
             keys = scorer.keys(q_block, c0, c1)
+            if finalize_first:
+                keys = scorer.finalize(q_block, keys)
             v, i = _ordered_topk(keys, min(kk, c1 - c0), largest)
             i += c0
             if values is None:
                 values, indices = v, i
             else:
                 values, indices = _merge(values, indices, v, i, kk, largest)
-        if scorer.mode == "l2":
+        if scorer.mode == "l2" and not finalize_first:
             # Clamping and rounding in finalize can create new ties: restore their index order
             # (rows are still sorted by value, so only adjacent equal values can be out of order).
             values = scorer.finalize(q_block, values)

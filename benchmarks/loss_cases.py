@@ -90,7 +90,7 @@ CASES += [
 CASES.append(
     LossCase(
         "CrossBatchMemory",
-        lambda lib, d, c: lib.losses.CrossBatchMemory(lib.losses.ContrastiveLoss(), d, memory_size=1024),
+        lambda lib, d, c: lib.losses.CrossBatchMemory(lib.losses.ContrastiveLoss(), d, memory_size=4096),
         False,
     )
 )

@@ -257,7 +257,8 @@ class _Scorer:
         if self.mode == "dot":
             mat = q @ r.t()
             power = self.distance.power
-            return mat if power == 1 else mat.pow_(power)
+            # A fractional power of a negative similarity is NaN: rank those last.
+            return mat if power == 1 else mat.pow_(power).nan_to_num_(nan=float("-inf"))
         return torch.addmm(self.ref_sq_norms[c0:c1].unsqueeze(0), q, r.t(), alpha=-2)
 
     def finalize(self, q, values):

@@ -1,5 +1,6 @@
 """TorchKMeans: seeded, deterministic, as good as scikit-learn on separable blobs."""
 
+import numpy as np
 import pytest
 import torch
 from sklearn.cluster import KMeans
@@ -44,6 +45,12 @@ def test_quality_comparable_to_sklearn_over_seeds_and_datasets():
     assert sum(our_inertia) <= sum(their_inertia) * 1.01
 
 
+def test_random_init_also_recovers_separated_blobs():
+    x, y = blobs(std=0.5, centers=5)
+    labels = TorchKMeans(init="random", nredo=3)(x, 5)
+    assert normalized_mutual_info_score(y, labels.numpy()) == pytest.approx(1.0)
+
+
 def test_same_seed_gives_same_labels():
     x, _ = blobs(std=4.0)
     a = TorchKMeans(seed=7)(x, 12)
@@ -56,6 +63,11 @@ def test_output_is_long_tensor_with_one_label_per_row(any_dtype):
     labels = TorchKMeans()(x.to(any_dtype), 3)
     assert labels.dtype == torch.long and labels.shape == (200,)
     assert set(labels.tolist()) == {0, 1, 2}
+
+
+def test_number_of_clusters_may_be_a_numpy_integer():
+    x, _ = blobs(n=100, centers=3)
+    assert torch.equal(TorchKMeans()(x, np.int64(3)), TorchKMeans()(x, 3))
 
 
 def test_hand_computed_two_clusters():
@@ -106,3 +118,5 @@ def test_bad_constructor_arguments_are_rejected():
         TorchKMeans(niter=0)
     with pytest.raises(ValueError, match="nredo"):
         TorchKMeans(nredo=1.5)
+    with pytest.raises(ValueError, match="init"):
+        TorchKMeans(init="kmeans")

@@ -258,6 +258,13 @@ def test_many_ties_match_stable_brute_force_for_any_block_layout(name, seed):
                 assert torch.equal(i, ei), (block, budget)
 
 
+def test_k_may_be_a_numpy_or_tensor_integer():
+    x = torch.randn(8, 2)
+    expected = exact_knn(x, 3, x)[1]
+    assert torch.equal(exact_knn(x, np.int64(3), x)[1], expected)
+    assert torch.equal(exact_knn(x, torch.tensor(3), x)[1], expected)
+
+
 def test_bfloat16_input():
     torch.manual_seed(7)
     q, r = torch.randn(10, 4).bfloat16(), torch.randn(30, 4).bfloat16()

@@ -6,6 +6,7 @@ any time instead of the full ``nq x nr`` matrix. Each block is reduced with ``to
 per-chunk winners are merged, which gives exactly the k best references of the whole set.
 """
 
+import operator
 import os
 
 import torch
@@ -162,8 +163,7 @@ def exact_knn(
         )
     nq, nr = query.shape[0], reference.shape[0]
     own = 1 if ref_includes_query else 0
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = _as_int(k, "k")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k > nr - own:
@@ -267,7 +267,8 @@ class _Scorer:
         if self.mode == "dot":
             mat = q @ r.t()
             power = self.distance.power
-            return mat if power == 1 else mat.pow_(power)
+            # A fractional power of a negative similarity is NaN: rank those last.
+            return mat if power == 1 else mat.pow_(power).nan_to_num_(nan=float("-inf"))
         return torch.addmm(self.ref_sq_norms[c0:c1].unsqueeze(0), q, r.t(), alpha=-2)
 
     def finalize(self, q, values):
@@ -334,6 +335,16 @@ def _drop_own_entry(values, indices, own_index):
     keep = ~is_own
     n, kk = indices.shape
     return values[keep].view(n, kk - 1), indices[keep].view(n, kk - 1)
+
+
+def _as_int(value, name):
+    """An int from an int-like value (Python, numpy or 0-d integer tensor); bools rejected."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive int, got {value!r}") from None
 
 
 def _budget(memory_budget_bytes, device):

@@ -12,6 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..trainers.distributed_training import is_main_process  # noqa: F401 (the CLI's one import point)
 from .config import ConfigError
 
 
@@ -29,10 +30,6 @@ def join_process_group(config):
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
-
-
-def is_main_process():
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def per_process_batch_size(config):

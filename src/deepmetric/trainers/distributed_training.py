@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 
 from ..losses import BaseMetricLossFunction
-from ..utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
+from ..utils.distributed import DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 
 
 def active():
     """True inside an initialised process group of more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return is_distributed() and dist.get_world_size() > 1
 
 
 def is_main_process():

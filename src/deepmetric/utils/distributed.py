@@ -35,15 +35,14 @@ def _world_size():
     return dist.get_world_size() if is_distributed() else 1
 
 
-def all_gather(x):
-    """The other processes' ``x`` concatenated in rank order (this rank's removed); None alone."""
-    world_size = _world_size()
-    if world_size <= 1:
-        return None
-    rank = dist.get_rank()
+def all_gather_rows(x, group=None):
+    """Every process's ``x`` in rank order, as a list; their first dimensions may differ (rows are
+    padded for the collective and trimmed after). The collective has no autograd: the gathered
+    copies carry no gradient."""
+    world_size = dist.get_world_size(group)
     x = x.contiguous()
     sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size)]
-    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group=group)
     sizes = [int(s) for s in sizes]
     largest = max(sizes)
     padded = x
@@ -51,10 +50,16 @@ def all_gather(x):
         padding = x.new_zeros((largest - x.shape[0], *x.shape[1:]))
         padded = torch.cat([x, padding], dim=0)
     parts = [torch.empty_like(padded) for _ in range(world_size)]
-    # The collective has no autograd: the gathered copies carry no gradient.
-    dist.all_gather(parts, padded.detach())
-    others = [part[:size] for r, (part, size) in enumerate(zip(parts, sizes)) if r != rank]
-    return torch.cat(others, dim=0)
+    dist.all_gather(parts, padded.detach(), group=group)
+    return [part[:size] for part, size in zip(parts, sizes)]
+
+
+def all_gather(x):
+    """The other processes' ``x`` concatenated in rank order (this rank's removed); None alone."""
+    if _world_size() <= 1:
+        return None
+    rank = dist.get_rank()
+    return torch.cat([part for r, part in enumerate(all_gather_rows(x)) if r != rank], dim=0)
 
 
 def all_gather_embeddings_and_labels(emb, labels):

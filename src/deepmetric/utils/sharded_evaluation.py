@@ -21,13 +21,14 @@ import torch
 import torch.distributed as dist
 
 from . import accuracy_calculator as ac
+from .distributed import all_gather_rows, is_distributed
 from .sharded_knn import sharded_knn
 
 _BLOCK_ENTRIES = 2**22  # query rows x neighbours per block of the k-NN search
 
 
 def active(group=None):
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+    return is_distributed() and dist.get_world_size(group) > 1
 
 
 def sharded_accuracy(
@@ -159,16 +160,7 @@ def calculator_distance(calculator):
 
 def gather_rows(x, group=None):
     """The rank-ordered concatenation of every rank's ``x`` (their first dimensions may differ)."""
-    world = dist.get_world_size(group)
-    size = torch.tensor([x.shape[0]])
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size, group=group)
-    longest = int(max(sizes))
-    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x
-    buckets = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(buckets, padded.contiguous(), group=group)
-    return torch.cat([bucket[: int(n)] for bucket, n in zip(buckets, sizes)])
+    return torch.cat(all_gather_rows(x, group))
 
 
 def _row_offset(local_rows, group):

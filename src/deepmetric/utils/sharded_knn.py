@@ -15,6 +15,7 @@ query of that shard, never the whole reference set.
 import torch
 import torch.distributed as dist
 
+from .distributed import is_distributed
 from .knn import _drop_own_entry, _merge, default_distance, exact_knn
 
 
@@ -28,7 +29,7 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     initialised process group this is :func:`exact_knn` on the arguments.
     """
     distance = default_distance() if distance is None else distance
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return exact_knn(query, k, reference, ref_includes_query=ref_includes_query, distance=distance)
     if query.ndim != 2 or reference.ndim != 2:
         raise ValueError(

@@ -4,10 +4,9 @@ Mapping", CVPR 2006)."""
 import torch
 
 from ..reducers import AvgNonZeroReducer
-from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .reduction_shortcut import plain_reduction_for, reduce_masked
+from .reduction_shortcut import reduce_masked
 
 
 class ContrastiveLoss(GenericPairLoss):
@@ -29,10 +28,9 @@ class ContrastiveLoss(GenericPairLoss):
         self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
-        if indices_tuple is not None or labels is None or None in reductions:
+        reductions = self.plain_masked_reductions(labels, indices_tuple)
+        if reductions is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         masks = self.label_masks(labels, ref_labels)
         if masks is None:
             return self.zero_losses()

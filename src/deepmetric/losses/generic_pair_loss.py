@@ -6,6 +6,7 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import ArgumentError
 from .base_metric_loss_function import BaseMetricLossFunction
+from .reduction_shortcut import plain_reduction_for
 
 
 class GenericPairLoss(BaseMetricLossFunction):
@@ -41,6 +42,15 @@ class GenericPairLoss(BaseMetricLossFunction):
         if int(torch.count_nonzero(pos_mask)) <= 1 and int(torch.count_nonzero(neg_mask)) <= 1:
             return None
         return pos_mask, neg_mask
+
+    def plain_masked_reductions(self, labels, indices_tuple):
+        """The plain reductions of the sub-losses when they can be taken straight from the label
+        masks (labels given, no miner, a mean/sum/threshold-like reducer for every sub-loss);
+        otherwise None and the pairs are listed as usual."""
+        if indices_tuple is not None or labels is None:
+            return None
+        reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
+        return None if None in reductions else reductions
 
     @classmethod
     def positive_pairs_with_negatives(cls, labels, ref_labels):

@@ -5,7 +5,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .reduction_shortcut import plain_reduction_for, reduce_masked
+from .reduction_shortcut import reduce_masked
 
 
 class IntraPairVarianceLoss(GenericPairLoss):
@@ -34,8 +34,8 @@ class IntraPairVarianceLoss(GenericPairLoss):
         self.add_to_recordable_attributes(list_of_names=["pos_eps", "neg_eps"], is_stat=False)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
-        if indices_tuple is not None or labels is None or None in reductions:
+        reductions = self.plain_masked_reductions(labels, indices_tuple)
+        if reductions is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         masks = self.label_masks(labels, ref_labels)
         if masks is None:

@@ -99,10 +99,15 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     def get_logits(self, embeddings):
         """``(N, num_classes)`` soft-max similarities ``S_ic`` (no margin, no scale)."""
         self._check_inputs(embeddings)
-        sim_to_centers = self.distance(embeddings, self.fc.to(embeddings.dtype).t())
-        sim_to_centers = sim_to_centers.view(-1, self.num_classes, self.centers_per_class)
-        prob = torch.softmax(sim_to_centers * self.gamma, dim=2)
-        return torch.sum(prob * sim_to_centers, dim=2)
+        num_classes, per_class = self.num_classes, self.centers_per_class
+        # Regroup the columns centre-major, (k, c) instead of (c, k), before the product: the soft
+        # maximum then reduces over a middle dimension of (N, K, C), which vectorises over the
+        # classes. Over the last dimension (only K wide) torch's softmax was ~15x slower.
+        centers = self.fc.to(embeddings.dtype).view(-1, num_classes, per_class).transpose(1, 2)
+        sim_to_centers = self.distance(embeddings, centers.reshape(-1, per_class * num_classes).t())
+        sim_to_centers = sim_to_centers.view(-1, per_class, num_classes)
+        prob = torch.softmax(sim_to_centers * self.gamma, dim=1)
+        return torch.sum(prob * sim_to_centers, dim=1)
 
     def _check_inputs(self, embeddings, labels=None):
         check_class_inputs(type(self).__name__, embeddings, labels, self.num_classes, self.fc.shape[0])

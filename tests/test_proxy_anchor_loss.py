@@ -192,3 +192,27 @@ def test_matches_reference(kwargs, with_miner, dtype):
     torch.testing.assert_close(a, b, rtol=rtol * 10, atol=atol * 10)
     for x, y in zip(g_a, g_b):
         torch.testing.assert_close(x, y, rtol=rtol * 10, atol=atol * 10)
+
+
+def test_large_logits_stay_finite_and_match_the_masked_log_sum_exp():
+    # Unnormalised dot products of size ~100 with alpha=32 put the exponents in the thousands;
+    # positive and negative terms are each shifted by their own maximum.
+    from deepmetric.distances import DotProductSimilarity
+
+    torch.manual_seed(6)
+    loss = ProxyAnchorLoss(4, 5, distance=DotProductSimilarity(normalize_embeddings=False), reducer=DoNothingReducer())
+    loss = loss.to(torch.float64)
+    emb = (10 * torch.randn(12, 5, dtype=torch.float64)).requires_grad_(True)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 1, 2])  # class 3 has no positive
+    out = loss(emb, labels)
+    sims = emb @ loss.proxies.T
+    pos_mask = labels.unsqueeze(1) == torch.arange(4)
+    zero = torch.zeros(1, 4, dtype=torch.float64)
+    pos = torch.logsumexp(torch.cat([(32 * (0.1 - sims)).masked_fill(~pos_mask, -math.inf), zero]), dim=0)
+    neg = torch.logsumexp(torch.cat([(32 * (sims + 0.1)).masked_fill(pos_mask, -math.inf), zero]), dim=0)
+    torch.testing.assert_close(out["pos_loss"]["losses"], pos)
+    torch.testing.assert_close(out["neg_loss"]["losses"], neg)
+    assert out["pos_loss"]["losses"][3] == 0
+    (out["pos_loss"]["losses"].sum() + out["neg_loss"]["losses"].sum()).backward()
+    expected = torch.autograd.grad(pos.sum() + neg.sum(), emb)[0]
+    torch.testing.assert_close(emb.grad, expected)

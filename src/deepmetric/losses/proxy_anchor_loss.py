@@ -13,6 +13,46 @@ from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
 from .mixins import WeightRegularizerMixin
 
 
+class _ProxyTerms(torch.autograd.Function):
+    """``pos_c`` and ``neg_c`` of every proxy from the ``(N, C)`` matrix ``sims``, in one pass.
+
+    With ``A = scale * (margin + s) + log_w`` for the negative entries and
+    ``scale * (margin - s) + log_w`` for each row's positive entry ``(i, y_i)`` (``scale`` is
+    ``alpha`` for similarities and ``-alpha`` for distances), ``neg_c = log(1 + sum_{i: y_i != c}
+    exp(A_ic))`` and ``pos_c = log(1 + sum_{i: y_i = c} exp(A_ic))``. The positive entries are
+    gathered as a vector (one per row) instead of masking a dense copy, each term is shifted by
+    its own maximum, and the backward pass reuses the saved exponents' logits, so the dense
+    matrix is walked a handful of times instead of through a chain of autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, sims, labels, log_weights, scale, margin, num_classes):
+        rows = torch.arange(len(labels), device=sims.device)
+        neg_logits = torch.add(log_weights.unsqueeze(1) + scale * margin, sims, alpha=scale)
+        neg_logits[rows, labels] = -float("inf")
+        pos_logits = log_weights + scale * margin - scale * sims[rows, labels]
+        neg_shift = neg_logits.amax(dim=0).clamp_min(0)
+        neg_sum = torch.exp(neg_logits - neg_shift).sum(dim=0)
+        neg = neg_shift + torch.log(torch.exp(-neg_shift) + neg_sum)
+        pos_shift = torch.zeros(num_classes, dtype=sims.dtype, device=sims.device)
+        pos_shift = pos_shift.scatter_reduce(0, labels, pos_logits, reduce="amax")
+        pos_sum = torch.zeros_like(pos_shift).index_add_(0, labels, torch.exp(pos_logits - pos_shift[labels]))
+        pos = pos_shift + torch.log(torch.exp(-pos_shift) + pos_sum)
+        ctx.save_for_backward(neg_logits, pos_logits, labels, neg, pos)
+        ctx.scale = scale
+        return pos, neg
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pos, grad_neg):
+        neg_logits, pos_logits, labels, neg, pos = ctx.saved_tensors
+        # d neg_c / d A_ic = exp(A_ic - neg_c); the positive entries are -inf there, so 0.
+        grad = torch.exp(neg_logits - neg).mul_(ctx.scale * grad_neg)
+        rows = torch.arange(len(labels), device=grad.device)
+        grad[rows, labels] = -ctx.scale * grad_pos[labels] * torch.exp(pos_logits - pos[labels])
+        return grad, None, None, None, None, None
+
+
 class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     """Each learnable class proxy is an anchor for the batch. With ``s_ic = sim(x_i, p_c)``:
 
@@ -56,23 +96,21 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         dtype, device = embeddings.dtype, embeddings.device
         self.cast_types(dtype, device)
         x = embeddings.to(accumulation_dtype(dtype))
-        log_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=x.dtype).unsqueeze(1) - 1
+        log_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=x.dtype) - 1
         sims = self.get_logits(x)
-        pos_mask = labels.unsqueeze(1) == torch.arange(self.num_classes, device=device).unsqueeze(0)
-        pos_exp = self.distance.margin(sims, self.margin)
-        neg_exp = self.distance.margin(-self.margin, sims)
-        pos_term = lmu.logsumexp(self.alpha * pos_exp + log_weights, keep_mask=pos_mask, add_one=True, dim=0)
-        neg_term = lmu.logsumexp(self.alpha * neg_exp + log_weights, keep_mask=~pos_mask, add_one=True, dim=0)
+        labels = labels.long()
+        scale = self.alpha if self.distance.is_inverted else -self.alpha
+        pos_term, neg_term = _ProxyTerms.apply(sims, labels, log_weights, scale, self.margin, self.num_classes)
         indices = c_f.torch_arange_from_size(self.proxies)
         loss_dict = {
             "pos_loss": {
-                "losses": pos_term.squeeze(0).to(dtype),
+                "losses": pos_term.to(dtype),
                 "indices": indices,
                 "reduction_type": "element",
-                "divisor": int(pos_mask.any(dim=0).sum()),
+                "divisor": int(torch.bincount(labels, minlength=self.num_classes).count_nonzero()),
             },
             "neg_loss": {
-                "losses": neg_term.squeeze(0).to(dtype),
+                "losses": neg_term.to(dtype),
                 "indices": indices,
                 "reduction_type": "element",
                 "divisor": self.num_classes,

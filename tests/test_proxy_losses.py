@@ -233,3 +233,37 @@ def test_matches_reference_with_weight_regularizer():
     g = torch.Generator().manual_seed(2)
     emb, labels = torch.randn(10, 4, generator=g), torch.randint(0, 5, (10,), generator=g)
     torch.testing.assert_close(ours(emb, labels), ref(emb, labels))
+
+
+@pytest.mark.parametrize("distance_name", ["LpDistance", "CosineSimilarity"])
+@pytest.mark.parametrize("softmax_scale", [1, 60])
+@pytest.mark.parametrize("use_miner", [False, True])
+def test_fused_cross_entropy_path_equals_the_nca_computation(distance_name, softmax_scale, use_miner):
+    # collect_stats=True keeps the distance off the fused path, so the same loss runs both ways.
+    make_distance = {"LpDistance": lambda **kw: LpDistance(power=2, **kw), "CosineSimilarity": CosineSimilarity}
+    torch.manual_seed(11)
+    fused = ProxyNCALoss(6, 5, softmax_scale=softmax_scale, distance=make_distance[distance_name]())
+    plain = ProxyNCALoss(
+        6, 5, softmax_scale=softmax_scale, distance=make_distance[distance_name](collect_stats=True)
+    )
+    fused, plain = fused.double(), plain.double()
+    plain.proxies.data.copy_(fused.proxies.data)
+    emb = torch.randn(20, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 6, (20,))
+    tuples = (torch.tensor([0, 3, 3, 7]), torch.tensor([1, 2, 5, 9]), torch.tensor([4, 6, 8, 10])) if use_miner else None
+    a, b = fused(emb, labels, tuples), plain(emb, labels, tuples)
+    torch.testing.assert_close(a, b)
+    for x, y in zip(torch.autograd.grad(a, (emb, fused.proxies)), torch.autograd.grad(b, (emb, plain.proxies))):
+        torch.testing.assert_close(x, y)
+
+
+def test_fused_path_drops_rows_whose_probability_underflows():
+    # Row 0 sits on class 1's proxy; with scale 1000 its own class has probability exp(-4000) = 0.
+    loss = ProxyNCALoss(2, 2, softmax_scale=1000, reducer=DoNothingReducer()).double()
+    loss.proxies.data.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64))
+    emb = torch.tensor([[-1.0, 0.0], [1.0, 0.1]], dtype=torch.float64)
+    out = loss(emb, torch.tensor([0, 0]))["loss"]
+    assert out["indices"].tolist() == [1]
+    assert torch.isfinite(out["losses"]).all()
+    everything_dropped = loss(emb[:1], torch.tensor([0]))["loss"]
+    assert everything_dropped["losses"] == 0

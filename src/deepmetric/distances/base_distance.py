@@ -62,6 +62,24 @@ class BaseDistance(ModuleWithRecords):
             )
         return mat
 
+    def _unit_rows_fusable(self, query_emb, ref_emb, owner):
+        """True when ``owner``'s matrix may be built on the fused cosine node: rows L2-normalised
+        by this base class, ``compute_mat`` not overridden below ``owner``, no statistics to
+        record, and 2-D float32/float64 inputs of one dtype."""
+        cls = type(self)
+        return (
+            self.normalize_embeddings
+            and self.p == 2
+            and not self.collect_stats
+            and cls.compute_mat is owner.compute_mat
+            and cls.forward is owner.forward
+            and cls.normalize is BaseDistance.normalize
+            and cls.maybe_normalize is BaseDistance.maybe_normalize
+            and query_emb.dtype in (torch.float32, torch.float64)
+            and query_emb.ndim == 2
+            and (ref_emb is None or (ref_emb.dtype == query_emb.dtype and ref_emb.ndim == 2))
+        )
+
     def compute_mat(self, query_emb, ref_emb):
         raise NotImplementedError
 

@@ -13,16 +13,17 @@ import torch
 NORM_EPS = 1e-12
 
 
-def _unit_rows(x):
+def unit_rows(x):
+    """``(x / max(||x_i||, eps), max(||x_i||, eps))`` row-wise, without recording a graph."""
     # A division, not a multiply by the reciprocal: the values equal F.normalize's bit for bit.
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
     return x / norm, norm
 
 
-def _unit_rows_backward(grad_unit, unit, norm):
-    """Gradient through ``x / max(||x||, eps)``: remove the radial part, divide by the norm.
-
-    A row whose norm was clamped has a constant divisor, so nothing is removed from it."""
+def unit_rows_backward(grad_unit, unit, norm):
+    """The gradient with respect to ``x`` of ``unit_rows(x)[0]``, given ``grad_unit``: remove the
+    radial part, divide by the norm. A row whose norm was clamped has a constant divisor, so
+    nothing is removed from it."""
     radial = (grad_unit * unit).sum(dim=1, keepdim=True)
     radial = torch.where(norm > NORM_EPS, radial, 0)
     return (grad_unit - unit * radial) / norm
@@ -33,11 +34,11 @@ class CosineMatrix(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, ref):
-        query_unit, query_norm = _unit_rows(query)
+        query_unit, query_norm = unit_rows(query)
         if ref is query:
             ref_unit, ref_norm = query_unit, query_norm
         else:
-            ref_unit, ref_norm = _unit_rows(ref)
+            ref_unit, ref_norm = unit_rows(ref)
         ctx.save_for_backward(query_unit, query_norm, ref_unit, ref_norm)
         return query_unit @ ref_unit.T
 
@@ -47,9 +48,9 @@ class CosineMatrix(torch.autograd.Function):
         query_unit, query_norm, ref_unit, ref_norm = ctx.saved_tensors
         grad_query = grad_ref = None
         if ctx.needs_input_grad[0]:
-            grad_query = _unit_rows_backward(grad @ ref_unit, query_unit, query_norm)
+            grad_query = unit_rows_backward(grad @ ref_unit, query_unit, query_norm)
         if ctx.needs_input_grad[1]:
-            grad_ref = _unit_rows_backward(grad.T @ query_unit, ref_unit, ref_norm)
+            grad_ref = unit_rows_backward(grad.T @ query_unit, ref_unit, ref_norm)
         return grad_query, grad_ref
 
 

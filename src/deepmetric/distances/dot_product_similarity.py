@@ -16,30 +16,17 @@ class DotProductSimilarity(BaseDistance):
     def __init__(self, **kwargs):
         super().__init__(is_inverted=True, **kwargs)
 
+    def is_plain_cosine(self, query_emb, ref_emb=None):
+        """True when this computes exactly the cosine similarity of these inputs (normalised rows,
+        power 1, nothing overridden, no statistics): fused code paths may then take over."""
+        return self.power == 1 and self._unit_rows_fusable(query_emb, ref_emb, DotProductSimilarity)
+
     def forward(self, query_emb, ref_emb=None):
-        if not self._is_plain_cosine(query_emb, ref_emb):
+        if not self.is_plain_cosine(query_emb, ref_emb):
             return super().forward(query_emb, ref_emb)
         self.reset_stats()
         self.check_shapes(query_emb, ref_emb)
         return cosine_matrix(query_emb, ref_emb)
-
-    def _is_plain_cosine(self, query_emb, ref_emb):
-        """True when this is unmodified cosine similarity of float32/float64 matrices without
-        statistics: then one fused autograd node (``cosine_matrix``) computes it."""
-        cls = type(self)
-        return (
-            self.normalize_embeddings
-            and self.p == 2
-            and self.power == 1
-            and not self.collect_stats
-            and cls.compute_mat is DotProductSimilarity.compute_mat
-            and cls.normalize is BaseDistance.normalize
-            and cls.maybe_normalize is BaseDistance.maybe_normalize
-            and query_emb.dtype in (torch.float32, torch.float64)
-            and (ref_emb is None or ref_emb.dtype == query_emb.dtype)
-            and query_emb.ndim == 2
-            and (ref_emb is None or ref_emb.ndim == 2)
-        )
 
     def compute_mat(self, query_emb, ref_emb):
         # Transposing the last two dims also serves batched 3-D inputs.

@@ -4,6 +4,7 @@ import torch
 
 from ..utils.errors import require
 from .base_distance import BaseDistance
+from .cosine_matrix import cosine_matrix
 
 
 class LpDistance(BaseDistance):
@@ -16,6 +17,20 @@ class LpDistance(BaseDistance):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         require(not self.is_inverted, "LpDistance is a distance: is_inverted must be False")
+
+    def is_plain_squared_euclidean_of_unit_rows(self, query_emb, ref_emb=None):
+        """True when this computes exactly ``||q/|q| - r/|r| ||^2 = 2 - 2 cos`` for these inputs
+        (normalised rows, p=2, power 2, nothing overridden, no statistics)."""
+        return self.power == 2 and self._unit_rows_fusable(query_emb, ref_emb, LpDistance)
+
+    def forward(self, query_emb, ref_emb=None):
+        if not self.is_plain_squared_euclidean_of_unit_rows(query_emb, ref_emb):
+            return super().forward(query_emb, ref_emb)
+        # Squared Euclidean distance between unit rows is 2 - 2 cos: one fused product instead of
+        # cdist's norms, square root and square (and their backward passes).
+        self.reset_stats()
+        self.check_shapes(query_emb, ref_emb)
+        return cosine_matrix(query_emb, ref_emb).mul(-2).add_(2).clamp_min_(0)
 
     def compute_mat(self, query_emb, ref_emb):
         if query_emb.dtype in (torch.float16, torch.bfloat16):

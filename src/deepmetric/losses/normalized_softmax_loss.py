@@ -8,6 +8,7 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
+from .cosine_cross_entropy import cosine_cross_entropy
 from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
 from .mixins import WeightRegularizerMixin
 
@@ -51,7 +52,11 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.cast_types(dtype, device)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
         x = embeddings.to(accumulation_dtype(dtype))
-        losses = self.cross_entropy(self.get_logits(x), labels.long()) * miner_weights.to(x.dtype)
+        if isinstance(self.distance, DotProductSimilarity) and self.distance.is_plain_cosine(x):
+            unweighted = cosine_cross_entropy(x, self.W.to(x.dtype).t(), labels, 1 / self.temperature)
+        else:
+            unweighted = self.cross_entropy(self.get_logits(x), labels.long())
+        losses = unweighted * miner_weights.to(x.dtype)
         loss_dict = {
             "loss": {
                 "losses": losses.to(dtype),
@@ -69,7 +74,10 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         """``(N, num_classes)`` similarities to the normalised class vectors / temperature."""
         self._check_inputs(embeddings)
         weights = self.W if self.W.dtype == embeddings.dtype else self.W.to(embeddings.dtype)
-        logits = self.distance(embeddings, self.distance.normalize(weights, dim=0).t()) / self.temperature
+        if not self.distance.normalize_embeddings:
+            # (a normalising distance normalises the class vectors itself; twice is once)
+            weights = self.distance.normalize(weights, dim=0)
+        logits = self.distance(embeddings, weights.t()) / self.temperature
         return logits if self.distance.is_inverted else -logits
 
     def _check_inputs(self, embeddings, labels=None):

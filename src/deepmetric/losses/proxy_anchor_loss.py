@@ -100,7 +100,9 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         sims = self.get_logits(x)
         labels = labels.long()
         scale = self.alpha if self.distance.is_inverted else -self.alpha
-        pos_term, neg_term = _ProxyTerms.apply(sims, labels, log_weights, scale, self.margin, self.num_classes)
+        pos_term, neg_term = _ProxyTerms.apply(
+            sims, labels, log_weights, scale, self.margin, self.num_classes
+        )
         indices = c_f.torch_arange_from_size(self.proxies)
         loss_dict = {
             "pos_loss": {

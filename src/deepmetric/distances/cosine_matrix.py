@@ -14,7 +14,7 @@ NORM_EPS = 1e-12
 
 
 def unit_rows(x):
-    """``(x / max(||x_i||, eps), max(||x_i||, eps))`` row-wise, without recording a graph."""
+    """``(x / max(||x_i||, eps), max(||x_i||, eps))`` row-wise (for use inside autograd nodes)."""
     # A division, not a multiply by the reciprocal: the values equal F.normalize's bit for bit.
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
     return x / norm, norm
@@ -24,9 +24,9 @@ def unit_rows_backward(grad_unit, unit, norm):
     """The gradient with respect to ``x`` of ``unit_rows(x)[0]``, given ``grad_unit``: remove the
     radial part, divide by the norm. A row whose norm was clamped has a constant divisor, so
     nothing is removed from it."""
-    radial = (grad_unit * unit).sum(dim=1, keepdim=True)
+    radial = torch.linalg.vecdot(grad_unit, unit, dim=1).unsqueeze(1)
     radial = torch.where(norm > NORM_EPS, radial, 0)
-    return (grad_unit - unit * radial) / norm
+    return torch.addcmul(grad_unit, unit, radial, value=-1).div_(norm)
 
 
 class CosineMatrix(torch.autograd.Function):

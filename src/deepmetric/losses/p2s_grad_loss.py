@@ -3,6 +3,7 @@ Models", CVPR 2019, https://arxiv.org/abs/1905.02479)."""
 
 import torch
 
+from ..distances.cosine_matrix import unit_rows, unit_rows_backward
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
 from ..utils.validation import check_class_inputs
@@ -14,6 +15,34 @@ def unit_columns(weight):
     """Every column rescaled to unit L2 norm, the reference's way (``renorm`` to a tiny maximum
     norm, then scaled up), so that the stored weights agree with the reference bit for bit."""
     return weight.renorm(2, 1, 1e-5).mul(1e5)
+
+
+class _CosineToOneHotMSE(torch.autograd.Function):
+    """``mean_{i,j} (clamp(x_i . weight_j / ||x_i||, -1, 1) - [j == y_i])^2`` as one autograd
+    node: the normalisation, product, clamp and squared error share one closed-form backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, labels):
+        x_unit, x_norm = unit_rows(x)
+        cos = x_unit @ weight
+        error = cos.clamp(-1, 1)
+        # The clamp passes gradients only where -1 <= cos <= 1 (both ends included, as in torch).
+        unclamped = error == cos
+        error[torch.arange(len(labels), device=labels.device), labels] -= 1
+        ctx.save_for_backward(x_unit, x_norm, weight, unclamped, error)
+        return torch.linalg.vector_norm(error).square() / error.numel()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x_unit, x_norm, weight, unclamped, error = ctx.saved_tensors
+        grad_cos = torch.where(unclamped, error, 0).mul_(grad * 2 / error.numel())
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = unit_rows_backward(grad_cos @ weight.T, x_unit, x_norm)
+        if ctx.needs_input_grad[1]:
+            grad_weight = x_unit.T @ grad_cos
+        return grad_x, grad_weight, None
 
 
 class P2SGradLoss(BaseMetricLossFunction):
@@ -59,18 +88,16 @@ class P2SGradLoss(BaseMetricLossFunction):
         work = accumulation_dtype(dtype)
         x = embeddings.to(work)
         weight = self.weight if self.weight.dtype == work else self.weight.to(work)
-        cos_theta = (torch.nn.functional.normalize(x, dim=1) @ weight).clamp(-1, 1)
-        with torch.no_grad():
-            one_hot = torch.zeros_like(cos_theta).scatter_(1, labels.long().view(-1, 1), 1)
-        loss = self.m_loss(cos_theta, one_hot)
+        loss = _CosineToOneHotMSE.apply(x, weight, labels.long())
         return {"loss": {"losses": loss.to(dtype), "indices": None, "reduction_type": "already_reduced"}}
 
     def _check_unit_columns(self, dtype):
         # Only a zero (or non-finite) column survives the renormalisation with a wrong norm.
         rtol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5
         norms = self.weight.detach().float().norm(dim=0)
-        bad = torch.nonzero(~(torch.abs(norms - 1.0) < rtol)).flatten()
-        if len(bad) > 0:
+        low, high = torch.stack(torch.aminmax(norms)).tolist() if norms.numel() else (1.0, 1.0)
+        if not (abs(low - 1.0) < rtol and abs(high - 1.0) < rtol):  # False for NaN too
+            bad = torch.nonzero(~(torch.abs(norms - 1.0) < rtol)).flatten()
             raise ArgumentError(
                 f"P2SGradLoss.weight columns must have unit L2 norm; columns {bad[:10].tolist()} have "
                 f"norms {norms[bad[:10]].tolist()} (a zero or non-finite column cannot be normalised)"

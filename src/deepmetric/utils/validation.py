@@ -76,8 +76,9 @@ def check_class_inputs(owner, embeddings, labels, num_classes, embedding_size):
         )
     if labels is None or labels.numel() == 0:
         return
-    outside = (labels < 0) | (labels >= num_classes)
-    if bool(outside.any()):
+    low, high = torch.aminmax(labels)  # one reduction: this runs on every call of these losses
+    if int(low) < 0 or int(high) >= num_classes:
+        outside = (labels < 0) | (labels >= num_classes)
         bad = torch.unique(labels[outside])
         shown = ", ".join(str(v) for v in bad[:10].tolist()) + (", ..." if len(bad) > 10 else "")
         raise ValueError(

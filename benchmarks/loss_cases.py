@@ -2,7 +2,7 @@
 
 Each case builds the same loss from deepmetric or from the reference library (``lib`` is the
 imported top-level package), given the embedding width and number of classes of the row.
-Rows are added by each loss family; the harness in ``benchmarks/losses.py`` runs them all.
+``python -m benchmarks`` (``benchmarks/grid.py``) turns every case into rows.
 """
 
 from collections.abc import Callable
@@ -27,6 +27,20 @@ class LossCase:
     name: str
     make: Callable  # make(lib, embedding_size, num_classes) -> loss module
     pair_based: bool = True  # counts towards the "within Nx of the matmul floor" target
+    # Rows of the matrix the batch is multiplied with, given (N, num_classes), when that is not
+    # the batch itself (class vectors, proxies, centres, memory); None with pair_based=False
+    # means no floor is measured.
+    floor_width: Callable = None
+
+    def floor_rows(self, n, num_classes):
+        """``None`` for ``E @ E.T``, else the row count of the other factor; ``False``: no floor."""
+        if self.pair_based:
+            return None
+        return self.floor_width(n, num_classes) if self.floor_width else False
+
+
+def _classes(n, c):
+    return c
 
 
 CASES = [
@@ -53,17 +67,22 @@ CASES.append(LossCase("AngularLoss", lambda lib, d, c: lib.losses.AngularLoss())
 
 # Classification losses with a learnable class matrix (angular-margin family and relatives).
 CASES += [
-    LossCase("LargeMarginSoftmaxLoss", lambda lib, d, c: lib.losses.LargeMarginSoftmaxLoss(c, d), False),
-    LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False),
-    LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False),
-    LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False),
+    LossCase(
+        "LargeMarginSoftmaxLoss", lambda lib, d, c: lib.losses.LargeMarginSoftmaxLoss(c, d), False, _classes
+    ),
+    LossCase("SphereFaceLoss", lambda lib, d, c: lib.losses.SphereFaceLoss(c, d), False, _classes),
+    LossCase("ArcFaceLoss", lambda lib, d, c: lib.losses.ArcFaceLoss(c, d), False, _classes),
+    LossCase("CosFaceLoss", lambda lib, d, c: lib.losses.CosFaceLoss(c, d), False, _classes),
     LossCase(
         "SubCenterArcFaceLoss",
         lambda lib, d, c: lib.losses.SubCenterArcFaceLoss(num_classes=c, embedding_size=d),
         False,
+        lambda n, c: 3 * c,  # three sub-centres per class by default
     ),
-    LossCase("NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False),
-    LossCase("P2SGradLoss", lambda lib, d, c: lib.losses.P2SGradLoss(d, c), False),
+    LossCase(
+        "NormalizedSoftmaxLoss", lambda lib, d, c: lib.losses.NormalizedSoftmaxLoss(c, d), False, _classes
+    ),
+    LossCase("P2SGradLoss", lambda lib, d, c: lib.losses.P2SGradLoss(d, c), False, _classes),
 ]
 CASES.append(LossCase("TupletMarginLoss", lambda lib, d, c: lib.losses.TupletMarginLoss()))
 CASES.append(LossCase("IntraPairVarianceLoss", lambda lib, d, c: lib.losses.IntraPairVarianceLoss()))
@@ -83,14 +102,17 @@ CASES += [
     ),
     LossCase("DynamicSoftMarginLoss", lambda lib, d, c: lib.losses.DynamicSoftMarginLoss()),
     LossCase("ManifoldLoss", lambda lib, d, c: _LabelsIgnored(lib.losses.ManifoldLoss(d)), pair_based=False),
-    LossCase("ProxyAnchorLoss", lambda lib, d, c: lib.losses.ProxyAnchorLoss(c, d), pair_based=False),
-    LossCase("SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), pair_based=False),
-    LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), pair_based=False),
+    LossCase("ProxyAnchorLoss", lambda lib, d, c: lib.losses.ProxyAnchorLoss(c, d), False, _classes),
+    LossCase(
+        "SoftTripleLoss", lambda lib, d, c: lib.losses.SoftTripleLoss(c, d), False, lambda n, c: 10 * c
+    ),
+    LossCase("ProxyNCALoss", lambda lib, d, c: lib.losses.ProxyNCALoss(c, d), False, _classes),
 ]
 CASES.append(
     LossCase(
         "CrossBatchMemory",
         lambda lib, d, c: lib.losses.CrossBatchMemory(lib.losses.ContrastiveLoss(), d, memory_size=4096),
         False,
+        lambda n, c: 4096,  # the batch against the full memory
     )
 )

@@ -80,15 +80,17 @@ def knn_floor(n, d, block=4096):
     return run
 
 
-def matmul_floor(n, d, backward=True):
-    """The dense work a pair-based loss cannot avoid: ``E @ E.T`` forward (and its backward)."""
-    emb = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
-    grad = torch.randn(n, n, generator=torch.Generator().manual_seed(1))
-    emb.requires_grad_(backward)
+def matmul_floor(n, d, backward=True, m=None):
+    """The dense work a loss cannot avoid: ``E @ E.T`` for pair-based losses, or ``E @ W.T`` with
+    ``m`` class vectors (or memory rows) for the others; forward, and backward when asked."""
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(n, d, generator=g).requires_grad_(backward)
+    other = emb if m is None else torch.randn(m, d, generator=g).requires_grad_(backward)
+    grad = torch.randn(n, n if m is None else m, generator=torch.Generator().manual_seed(1))
 
     def run():
-        emb.grad = None
-        sims = emb @ emb.T
+        emb.grad = other.grad = None
+        sims = emb @ other.T
         if backward:
             sims.backward(grad)
 

@@ -69,9 +69,42 @@ def test_summary_counts_median_slower_rows_and_memory_misses():
         _entry("D", n=4096, d=512, ours=_ok(1.0, mb=3000)),
     ]
     text = grid.summary(entries)
-    assert "median speed-up 3.0x over 3 rows" in text
+    assert "median speed-up 3.0x over 3 rows (target 3x: met)" in text
     assert "slower than the reference: B N=512" in text
-    assert "D=512: D N=4096 D=512" in text
+    assert "D=512: D N=4096" in text
+    assert "misses without a recorded reason: B N=512 (speed), D N=4096 (memory)" in text
+
+
+def test_misses_say_by_how_much_and_the_cell_says_why(monkeypatch):
+    from benchmarks import reasons, targets
+
+    slow = _entry("Slow", ours=_ok(1.0), theirs=_ok(0.8))
+    assert targets.misses(slow) == [("speed", "0.80x the reference's speed (20% slower)")]
+    assert targets.missed_cell(slow) == "speed: 0.80x the reference's speed (20% slower); why: not yet explained"
+    monkeypatch.setitem(reasons.WHY, ("Slow", "speed"), "validation costs")
+    assert targets.missed_cell(slow).endswith("why: validation costs")
+    pair = _entry("ContrastiveLoss", n=2048, ours=_ok(1.0), theirs=_ok(2.0), floor=_ok(0.1))
+    assert targets.floor_target(pair) == 5.0
+    assert targets.misses(pair) == [("floor", "10.0x its floor (target 5x)")]
+    classification = _entry("ArcFaceLoss", n=2048, ours=_ok(1.0), floor=_ok(0.1))
+    assert targets.floor_target(classification) is None and targets.misses(classification) == []
+    evaluation = {"grid": "evaluation", "name": "AccuracyCalculator()", "n": 50000, "d": 128,
+                  "deepmetric": {"status": "timeout", "detail": "over 120 s"}, "floor": _ok(6.0)}
+    assert targets.misses(evaluation) == [("floor", "over the time cap (over 120 s; target 3x the floor)")]
+    assert targets.missed_cell(_entry(ours=_ok(1.0), theirs=_ok(2.0))) == "-"
+
+
+def test_median_ceiling_bounds_the_median_speedup():
+    from benchmarks import targets
+
+    entries = [
+        _entry("A", ours=_ok(1.0), theirs=_ok(2.0), floor=_ok(1.0)),
+        _entry("B", ours=_ok(1.0), theirs=_ok(4.0), floor=_ok(0.5)),
+        _entry("C", ours=_ok(1.5), theirs=_ok(3.0), floor=_ok(1.5)),
+    ]
+    assert targets.median_ceiling(entries) == (2.0, 3)  # ceilings 2, 8 and 2
+    assert targets.median_speedup(entries)[0] <= targets.median_ceiling(entries)[0]
+    assert "the reference's median row is 2.0x its floor (3 rows)" in grid.summary(entries)
 
 
 def test_every_loss_and_miner_case_has_a_row_per_size():

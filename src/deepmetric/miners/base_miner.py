@@ -32,6 +32,9 @@ class BaseMiner(ModuleWithRecordsAndDistance):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         raise NotImplementedError
 
+    # Miners whose output does not depend on the embeddings' values skip the NaN/Inf scan.
+    reads_embedding_values = True
+
     def output_assertion(self, output):
         """Check the tuple's lengths and set the counters (always, whatever collect_stats)."""
         if len(output) == 3:
@@ -60,7 +63,7 @@ class BaseMiner(ModuleWithRecordsAndDistance):
         with torch.no_grad():
             if labels is None:
                 raise ValueError(f"{type(self).__name__} requires labels, got None")
-            check_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+            check_loss_inputs(embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values)
             labels = c_f.to_device(labels, embeddings)
             ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)
             output = self.mine(embeddings, labels, ref_emb, ref_labels)

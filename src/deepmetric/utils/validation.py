@@ -7,8 +7,9 @@ content) whose message names the argument, what was expected and what was receiv
 import torch
 
 
-def check_embeddings(x, name="embeddings", allow_empty=False):
-    """A floating-point tensor of shape ``(N, D)`` with finite values."""
+def check_embeddings(x, name="embeddings", allow_empty=False, check_values=True):
+    """A floating-point tensor of shape ``(N, D)`` with finite values (``check_values=False``:
+    shape and dtype only, for callers that never read the values)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
@@ -21,7 +22,7 @@ def check_embeddings(x, name="embeddings", allow_empty=False):
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): a batch needs at least one row")
     # x * 0 is 0 where x is finite and NaN where it is not; its sum cannot overflow. This is
     # several times faster than isfinite(x).all() and runs on every loss and miner call.
-    if not bool(torch.isfinite((x.detach() * 0).sum())):
+    if check_values and not bool(torch.isfinite((x.detach() * 0).sum())):
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} of {x.shape[0]} rows)")
 
@@ -48,14 +49,14 @@ def check_same_width(query, ref, query_name="embeddings", ref_name="ref_emb"):
         )
 
 
-def check_loss_inputs(embeddings, labels, ref_emb, ref_labels):
-    """The checks every metric loss applies before computing anything."""
-    check_embeddings(embeddings, "embeddings")
+def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True):
+    """The checks every metric loss (and miner) applies before computing anything."""
+    check_embeddings(embeddings, "embeddings", check_values=check_values)
     if labels is not None:
         check_labels(labels, embeddings.shape[0], "labels", "embeddings")
     if ref_emb is None:
         return
-    check_embeddings(ref_emb, "ref_emb")
+    check_embeddings(ref_emb, "ref_emb", check_values=check_values)
     check_same_width(embeddings, ref_emb)
     if ref_labels is not None:
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")

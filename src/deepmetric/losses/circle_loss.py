@@ -27,6 +27,8 @@ class CircleLoss(GenericPairLoss):
         gamma: the scale (paper: 256 faces, 128 re-id, 80 image retrieval).
     """
 
+    accepts_bool_masks = True
+
     def __init__(self, m=0.4, gamma=80, **kwargs):
         super().__init__(mat_based_loss=True, **kwargs)
         c_f.assert_distance_type(self, CosineSimilarity)

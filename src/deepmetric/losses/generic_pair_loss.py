@@ -21,6 +21,10 @@ class GenericPairLoss(BaseMetricLossFunction):
     When every index list would have at most one element the loss is zero.
     """
 
+    # Mat-based subclasses whose ``_compute_loss`` only uses the masks as booleans set this, and
+    # then receive the boolean label masks as they are instead of two (N, M) float copies.
+    accepts_bool_masks = False
+
     def __init__(self, mat_based_loss, **kwargs):
         super().__init__(**kwargs)
         self.loss_method = self.mat_based_loss if mat_based_loss else self.pair_based_loss
@@ -72,6 +76,8 @@ class GenericPairLoss(BaseMetricLossFunction):
         pos_mask, neg_mask = masks
         mat = self.distance(embeddings, ref_emb)
         if self.loss_method == self.mat_based_loss:
+            if self.accepts_bool_masks:
+                return self._compute_loss(mat, pos_mask, neg_mask)
             return self._compute_loss(mat, pos_mask.to(mat.dtype), neg_mask.to(mat.dtype))
         a1, p = torch.where(pos_mask)
         a2, n = torch.where(neg_mask)

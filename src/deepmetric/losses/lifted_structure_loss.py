@@ -88,6 +88,8 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
         pos_margin: the margin inside the positive term.
     """
 
+    accepts_bool_masks = True
+
     def __init__(self, neg_margin=1, pos_margin=0, **kwargs):
         super().__init__(mat_based_loss=True, **kwargs)
         self.neg_margin = neg_margin

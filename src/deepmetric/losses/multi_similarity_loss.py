@@ -24,6 +24,8 @@ class MultiSimilarityLoss(GenericPairLoss):
         base: the similarity at which a pair is neither pulled nor pushed.
     """
 
+    accepts_bool_masks = True
+
     def __init__(self, alpha=2, beta=50, base=0.5, **kwargs):
         super().__init__(mat_based_loss=True, **kwargs)
         self.alpha = alpha

@@ -23,6 +23,8 @@ class SupConLoss(GenericPairLoss):
         temperature: ``t``.
     """
 
+    accepts_bool_masks = True
+
     def __init__(self, temperature=0.1, **kwargs):
         super().__init__(mat_based_loss=True, **kwargs)
         self.temperature = temperature

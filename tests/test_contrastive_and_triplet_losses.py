@@ -148,7 +148,10 @@ def test_triplet_no_triplets_gives_attached_zero():
     assert torch.all(emb.grad == 0)
 
 
-REDUCERS = [AvgNonZeroReducer(), MeanReducer(), SumReducer(), ThresholdReducer(low=0.05, high=0.4)]
+REDUCERS = [
+    AvgNonZeroReducer(), MeanReducer(), SumReducer(), ThresholdReducer(low=0.05, high=0.4),
+    ThresholdReducer(low=0.05), ThresholdReducer(high=0.4),
+]
 
 
 @pytest.mark.parametrize("reducer", REDUCERS, ids=lambda r: type(r).__name__)
@@ -170,6 +173,23 @@ def test_triplet_dense_path_equals_per_triplet_path(reducer, kwargs, dtype, monk
     rtol, atol = tolerance(dtype)
     torch.testing.assert_close(dense, listed, rtol=rtol * 10, atol=atol * 10)
     torch.testing.assert_close(g_dense, g_listed, rtol=rtol * 10, atol=atol * 10)
+
+
+@pytest.mark.parametrize("reducer", REDUCERS, ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("distance", [LpDistance(), CosineSimilarity()], ids=lambda d: type(d).__name__)
+def test_triplet_dense_path_with_many_positives_per_anchor(reducer, distance):
+    # About 20 positives per anchor: the bounds are found by binary search instead of one
+    # comparison pass per positive.
+    torch.manual_seed(3)
+    emb = torch.randn(40, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 2, (40,))
+    loss = TripletMarginLoss(reducer=reducer, distance=distance, margin=0.3)
+    dense = loss(emb, labels)
+    (g_dense,) = torch.autograd.grad(dense, emb)
+    listed = loss(emb, labels, indices_tuple=lmu.get_all_triplets_indices(labels))
+    (g_listed,) = torch.autograd.grad(listed, emb)
+    torch.testing.assert_close(dense, listed)
+    torch.testing.assert_close(g_dense, g_listed)
 
 
 def test_triplet_dense_path_with_reference_set(dtype):

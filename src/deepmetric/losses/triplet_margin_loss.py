@@ -7,6 +7,7 @@ from ..reducers import AvgNonZeroReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
+from .hinge_triplet_sums import hinge_triplet_sums
 from .reduction_shortcut import plain_reduction_for
 
 # Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
@@ -27,8 +28,10 @@ class TripletMarginLoss(BaseMetricLossFunction):
         triplets_per_anchor: ``"all"``, or a number of random triplets per anchor.
 
     With labels, no miner, all triplets and a mean/sum/threshold reducer, the triplets are
-    never listed: anchors are processed in blocks with masks, so memory grows as ``N^2``
-    rather than ``N^3``, and the result and gradient equal the per-triplet computation.
+    never listed, so memory grows as ``N^2`` rather than ``N^3``, and the result and gradient
+    equal the per-triplet computation: the hinge's sums come from bucketing each anchor's
+    negatives among its positives (``hinge_triplet_sums``, about ``N x M x P`` comparisons);
+    ``smooth_loss`` and thresholds below 0 go through anchor blocks with masks.
     """
 
     def __init__(
@@ -95,7 +98,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
         return {"loss": {"losses": total, "indices": None, "reduction_type": "already_reduced"}}
 
     def _sum_count_and_coefficients(self, mat, pos_mask, neg_mask, reduction):
-        """Sum and count of kept per-triplet losses, and d(sum)/d(mat), one anchor block at a time."""
+        """Sum and count of kept per-triplet losses, and d(sum)/d(mat)."""
         n, m = mat.shape
         acc_dtype = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
         # Positives of each anchor, packed to the left: pos_idx[i, :pos_count[i]].
@@ -104,6 +107,22 @@ class TripletMarginLoss(BaseMetricLossFunction):
         pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, :width]
         pos_valid = torch.arange(width, device=mat.device).unsqueeze(0) < pos_count.unsqueeze(1)
         sign = -1.0 if self.distance.is_inverted else 1.0
+        plain = reduction.low is None and reduction.high is None
+        if not self.smooth_loss and (plain or (reduction.low is not None and reduction.low >= 0)):
+            # The hinge is v = t_ij + x_ik with t = sign * d_ap + margin and x = -sign * d_an;
+            # "kept" is v > 0 (the hinge's active part) or low < v < high for a threshold.
+            work = mat.to(acc_dtype)
+            t = sign * work.gather(1, pos_idx) + self.margin
+            low = 0.0 if reduction.low is None else float(reduction.low)
+            value, active, grad_t, grad_x = hinge_triplet_sums(
+                t, pos_idx, pos_valid, -sign * work, neg_mask, low, reduction.high
+            )
+            if reduction.low is None:
+                # plain sum/mean: every triplet counts, the inactive ones as zeros
+                active = int((pos_count * neg_mask.sum(dim=1)).sum())
+            coef = (-sign * grad_x).to(mat.dtype)
+            coef.scatter_add_(1, pos_idx, (sign * grad_t).to(mat.dtype))
+            return value, active, coef
         coef = torch.zeros_like(mat)
         value = torch.zeros((), dtype=acc_dtype, device=mat.device)
         count = 0

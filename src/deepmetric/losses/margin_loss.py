@@ -134,10 +134,11 @@ class MarginLoss(BaseMetricLossFunction):
         pos_loss, neg_loss = self._pos_neg(mat, mat, beta.view(-1, 1))
         # Half-precision sums of up to N^3 terms overflow; accumulate in float32.
         acc = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
-        # Each (a, p) term appears once per negative of a, each (a, n) term once per positive.
-        pos_weight = (pos_mask * num_neg.unsqueeze(1)).to(acc)
-        neg_weight = (neg_mask * num_pos.unsqueeze(1)).to(acc)
-        total = torch.sum(pos_loss.to(acc) * pos_weight) + torch.sum(neg_loss.to(acc) * neg_weight)
+        # Each (a, p) term appears once per negative of a, each (a, n) term once per positive:
+        # sum each anchor's row, then weight the row sums.
+        pos_rows = torch.where(pos_mask, pos_loss.to(acc), 0).sum(dim=1)
+        neg_rows = torch.where(neg_mask, neg_loss.to(acc), 0).sum(dim=1)
+        total = torch.sum(pos_rows * num_neg.to(acc)) + torch.sum(neg_rows * num_pos.to(acc))
         # Counts in integers: the number of triplets exceeds float32's exact range.
         divisor = int(
             torch.sum(((pos_loss > 0) & pos_mask).sum(dim=1) * num_neg)

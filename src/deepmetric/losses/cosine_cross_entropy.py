@@ -23,7 +23,7 @@ class CosineCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, labels, scale):
         x_unit, x_norm = unit_rows(x)
-        weight_unit, weight_norm = unit_rows(weight)
+        weight_unit, weight_norm = (x_unit, x_norm) if weight is x else unit_rows(weight)
         scaled_weight = weight_unit * scale
         rows = torch.arange(len(labels), device=labels.device)
         if abs(scale) <= MAX_CONSTANT_SHIFT:

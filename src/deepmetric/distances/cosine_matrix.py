@@ -9,6 +9,8 @@ backward pass per side.
 
 import torch
 
+from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
+
 # Norms below this are clamped, exactly as torch.nn.functional.normalize does by default.
 NORM_EPS = 1e-12
 
@@ -29,6 +31,12 @@ def unit_rows_backward(grad_unit, unit, norm):
     return torch.addcmul(grad_unit, unit, radial, value=-1).div_(norm)
 
 
+def plain_cosine_matrix(query, ref):
+    """The same matrix from plain torch operations (what second derivatives are taken of)."""
+    normalize = torch.nn.functional.normalize
+    return normalize(query, dim=1) @ normalize(ref, dim=1).T
+
+
 class CosineMatrix(torch.autograd.Function):
     """``(N, M)`` cosines between the rows of ``query`` ``(N, D)`` and ``ref`` ``(M, D)``."""
 
@@ -39,13 +47,14 @@ class CosineMatrix(torch.autograd.Function):
             ref_unit, ref_norm = query_unit, query_norm
         else:
             ref_unit, ref_norm = unit_rows(ref)
-        ctx.save_for_backward(query_unit, query_norm, ref_unit, ref_norm)
+        ctx.save_for_backward(query_unit, query_norm, ref_unit, ref_norm, query, ref)
         return query_unit @ ref_unit.T
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        query_unit, query_norm, ref_unit, ref_norm = ctx.saved_tensors
+        query_unit, query_norm, ref_unit, ref_norm, query, ref = ctx.saved_tensors
+        if wants_graph_of_gradient():
+            return replayed_gradients(plain_cosine_matrix, (query, ref), grad)
         grad_query = grad_ref = None
         if ctx.needs_input_grad[0]:
             grad_query = unit_rows_backward(grad @ ref_unit, query_unit, query_norm)

@@ -9,11 +9,17 @@ does the same arithmetic with one pass per step and a closed-form backward
 
 import torch
 
-from ..distances.cosine_matrix import unit_rows, unit_rows_backward
+from ..distances.cosine_matrix import plain_cosine_matrix, unit_rows, unit_rows_backward
+from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
 
 # Largest |scale| for which a constant shift keeps exp(scale * cos - |scale|) clear of underflow
 # in float32 (exp(-2 * 40) ~ 1.8e-35 > 1.2e-38); larger scales shift by each row's maximum.
 MAX_CONSTANT_SHIFT = 40.0
+
+
+def _plain_cosine_cross_entropy(x, weight, labels, scale):
+    logits = scale * plain_cosine_matrix(x, weight)
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
 
 
 class CosineCrossEntropy(torch.autograd.Function):
@@ -40,14 +46,17 @@ class CosineCrossEntropy(torch.autograd.Function):
         shifted_exp = shifted.exp_()
         exp_sum = shifted_exp.sum(dim=1)
         losses = torch.log(exp_sum) - target
-        ctx.save_for_backward(x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels)
+        ctx.save_for_backward(
+            x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels, x, weight
+        )
         ctx.scale = scale
         return losses
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels = ctx.saved_tensors
+        x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels, x, weight = ctx.saved_tensors
+        if wants_graph_of_gradient():
+            return replayed_gradients(_plain_cosine_cross_entropy, (x, weight, labels, ctx.scale), grad)
         # d loss_i / d logit_ic = softmax_ic - [c == y_i], and logit = scale * cos.
         grad_logits = shifted_exp * (grad / exp_sum).unsqueeze(1)
         grad_logits[torch.arange(len(labels), device=labels.device), labels] -= grad

@@ -6,6 +6,7 @@ import torch
 from ..distances.cosine_matrix import unit_rows, unit_rows_backward
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
+from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
@@ -15,6 +16,13 @@ def unit_columns(weight):
     """Every column rescaled to unit L2 norm, the reference's way (``renorm`` to a tiny maximum
     norm, then scaled up), so that the stored weights agree with the reference bit for bit."""
     return weight.renorm(2, 1, 1e-5).mul(1e5)
+
+
+def _plain_cosine_to_one_hot_mse(x, weight, labels):
+    """``_CosineToOneHotMSE`` from plain torch operations (what second derivatives are taken of)."""
+    cos = (torch.nn.functional.normalize(x, dim=1) @ weight).clamp(-1, 1)
+    one_hot = torch.nn.functional.one_hot(labels, cos.shape[1]).to(cos.dtype)
+    return torch.nn.functional.mse_loss(cos, one_hot)
 
 
 class _CosineToOneHotMSE(torch.autograd.Function):
@@ -29,13 +37,14 @@ class _CosineToOneHotMSE(torch.autograd.Function):
         # The clamp passes gradients only where -1 <= cos <= 1 (both ends included, as in torch).
         unclamped = error == cos
         error[torch.arange(len(labels), device=labels.device), labels] -= 1
-        ctx.save_for_backward(x_unit, x_norm, weight, unclamped, error)
+        ctx.save_for_backward(x_unit, x_norm, weight, unclamped, error, x, labels)
         return torch.linalg.vector_norm(error).square() / error.numel()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x_unit, x_norm, weight, unclamped, error = ctx.saved_tensors
+        x_unit, x_norm, weight, unclamped, error, x, labels = ctx.saved_tensors
+        if wants_graph_of_gradient():
+            return replayed_gradients(_plain_cosine_to_one_hot_mse, (x, weight, labels), grad)
         grad_cos = torch.where(unclamped, error, 0).mul_(grad * 2 / error.numel())
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:

@@ -7,10 +7,21 @@ from ..distances import CosineSimilarity
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
+from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
 from .mixins import WeightRegularizerMixin
+
+
+def _plain_proxy_terms(sims, labels, log_weights, scale, margin, num_classes):
+    """``_ProxyTerms`` from plain torch operations (what second derivatives are taken of)."""
+    pos_mask = labels.unsqueeze(1) == torch.arange(num_classes, device=sims.device)
+    logits = scale * (margin + torch.where(pos_mask, -sims, sims)) + log_weights.unsqueeze(1)
+    zero = torch.zeros(1, num_classes, dtype=sims.dtype, device=sims.device)
+    pos = torch.logsumexp(torch.cat([logits.masked_fill(~pos_mask, -torch.inf), zero]), dim=0)
+    neg = torch.logsumexp(torch.cat([logits.masked_fill(pos_mask, -torch.inf), zero]), dim=0)
+    return pos, neg
 
 
 class _ProxyTerms(torch.autograd.Function):
@@ -38,18 +49,21 @@ class _ProxyTerms(torch.autograd.Function):
         pos_shift = pos_shift.scatter_reduce(0, labels, pos_logits, reduce="amax")
         pos_sum = torch.zeros_like(pos_shift).index_add_(0, labels, torch.exp(pos_logits - pos_shift[labels]))
         pos = pos_shift + torch.log(torch.exp(-pos_shift) + pos_sum)
-        ctx.save_for_backward(neg_logits, pos_logits, labels, neg, pos)
-        ctx.scale = scale
+        ctx.save_for_backward(neg_logits, pos_logits, labels, neg, pos, sims, log_weights)
+        ctx.constants = (scale, margin, num_classes)
         return pos, neg
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_pos, grad_neg):
-        neg_logits, pos_logits, labels, neg, pos = ctx.saved_tensors
+        neg_logits, pos_logits, labels, neg, pos, sims, log_weights = ctx.saved_tensors
+        if wants_graph_of_gradient():
+            inputs = (sims, labels, log_weights, *ctx.constants)
+            return replayed_gradients(_plain_proxy_terms, inputs, (grad_pos, grad_neg))
+        scale = ctx.constants[0]
         # d neg_c / d A_ic = exp(A_ic - neg_c); the positive entries are -inf there, so 0.
-        grad = torch.exp(neg_logits - neg).mul_(ctx.scale * grad_neg)
+        grad = torch.exp(neg_logits - neg).mul_(scale * grad_neg)
         rows = torch.arange(len(labels), device=grad.device)
-        grad[rows, labels] = -ctx.scale * grad_pos[labels] * torch.exp(pos_logits - pos[labels])
+        grad[rows, labels] = -scale * grad_pos[labels] * torch.exp(pos_logits - pos[labels])
         return grad, None, None, None, None, None
 
 

@@ -9,11 +9,20 @@ from ..distances import LpDistance
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
+from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # Added once per column to each row's weight sum, so rows without violations divide by a
 # small positive number instead of zero (the reference's constant).
 _WEIGHT_EPS = 1e-5
+
+
+def _plain_weighted_violation(violation, selected, temperature):
+    """``_WeightedViolation`` from plain torch operations (what second derivatives are taken of)."""
+    exponent = torch.where(selected, temperature * violation, 0)
+    weights = torch.where(selected, torch.exp(exponent), 0)
+    denominator = weights.sum(dim=1) + violation.shape[1] * _WEIGHT_EPS
+    return (weights * violation).sum(dim=1) / denominator
 
 
 class _WeightedViolation(torch.autograd.Function):
@@ -31,14 +40,16 @@ class _WeightedViolation(torch.autograd.Function):
             weights = torch.where(selected, violation, 0).mul_(temperature).exp_().mul_(selected)
         denominator = weights.sum(dim=1) + violation.shape[1] * _WEIGHT_EPS
         losses = torch.linalg.vecdot(weights, violation, dim=1) / denominator
-        ctx.save_for_backward(violation, weights, denominator, losses)
+        ctx.save_for_backward(violation, weights, denominator, losses, selected)
         ctx.temperature = temperature
         return losses
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        violation, weights, denominator, losses = ctx.saved_tensors
+        violation, weights, denominator, losses, selected = ctx.saved_tensors
+        if wants_graph_of_gradient():
+            inputs = (violation, selected, ctx.temperature)
+            return replayed_gradients(_plain_weighted_violation, inputs, grad)
         row_scale = (grad / denominator).unsqueeze(1)
         if ctx.temperature == 0:
             return weights * row_scale, None, None

@@ -121,3 +121,12 @@ def test_matches_reference_values_gradients_and_weights(dtype):
             for loss in (ref, ours):
                 loss.weight -= 0.5 * loss.weight.grad
                 loss.weight.grad = None
+
+
+@pytest.mark.parametrize("bad_value", [0.0, float("nan")])
+def test_a_column_that_cannot_be_normalised_is_named(bad_value):
+    loss = P2SGradLoss(4, 3)
+    with torch.no_grad():
+        loss.weight[:, 1] = bad_value
+    with pytest.raises(ValueError, match=r"columns \[1\]"):
+        loss(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))

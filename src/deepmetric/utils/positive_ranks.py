@@ -1,0 +1,169 @@
+"""Ranks of each query's positives in its full ranking of the reference set, without sorting rows.
+
+Retrieval metrics over the whole ranking (``AccuracyCalculator(k=None)``) only need where the
+positives land. With a query's positives in ranking order (keys ascending, smaller is better,
+equal keys by reference index), the j-th positive has rank ``j + #{negatives ranked before it}``.
+A negative ranked after the worst positive changes nothing, so only the negatives whose key is at
+most the worst positive's are looked at (one comparison pass over the row, then a compaction);
+each is placed among the row's sorted positives by ``searchsorted``, equal keys by reference
+index. For embeddings where classes are at all separated these candidates are a small fraction
+of the row, so the cost is the key matrix plus two passes over it instead of a sort of every row.
+"""
+
+import torch
+
+from ..distances.lp_distance import LpDistance
+from ..distances.snr_distance import SNRDistance
+from .knn import _Scorer
+
+
+def supports_distance(distance):
+    """Whether :func:`positive_ranks` ranks by exactly the keys ``ExactKNN`` would use: distances
+    whose matrix entry depends on its own query and reference rows only (the built-ins)."""
+    return _Scorer.mode_of(distance) != "generic" or type(distance) in (LpDistance, SNRDistance)
+
+
+def positive_ranks(query, reference, query_ids, reference_ids, own_columns, distance, block_rows):
+    """Yield ``(rows, ranks, unresolved)`` for blocks of queries.
+
+    Args:
+        query: ``(nq, D)`` float tensor. reference: ``(nr, D)`` on the same device and dtype.
+        query_ids / reference_ids: int64 class ids; query ``i``'s positives are the references
+            with ``reference_ids == query_ids[i]`` (minus its own entry).
+        own_columns: ``None``, or per query the reference index that is the query itself; it
+            is neither a positive nor a negative (removed by position, as ``ExactKNN`` does with
+            ``ref_includes_query``). It must carry the query's own class id.
+        distance: the ``ExactKNN`` distance; keys are those ``ExactKNN`` ranks by.
+        block_rows: queries per block (bounds the ``block_rows x nr`` key matrix).
+
+    Yields:
+        ``rows`` (b,) query indices, ``ranks`` (b, Rmax) float64: 1-based rank of the j-th best
+        positive among all references other than the query itself (``inf`` beyond the row's
+        positive count), ``unresolved`` (b,) bool: rows with NaN keys or whose own entry is not
+        among its positives; their ``ranks`` are meaningless.
+    """
+    device = query.device
+    nr = reference.shape[0]
+    ref_order = torch.argsort(reference_ids, stable=True)
+    sorted_ids = reference_ids[ref_order]
+    column_of = torch.empty_like(ref_order)
+    column_of[ref_order] = torch.arange(nr, device=device)
+    # Query i's positives are the columns [start, end) of the class-sorted reference, in
+    # ascending reference index (the sort is stable): the order ties are broken in.
+    starts = torch.searchsorted(sorted_ids, query_ids, side="left")
+    ends = torch.searchsorted(sorted_ids, query_ids, side="right")
+    scorer = _Scorer(distance, reference[ref_order])
+    negate = bool(distance.is_inverted)
+    # Queries of one class share their positive columns: process them together.
+    query_order = torch.argsort(query_ids, stable=True)
+    for s in range(0, len(query_order), block_rows):
+        rows = query_order[s : s + block_rows]
+        q = scorer.prepare_query(query[rows])
+        # Finalised keys (clamp, power) are what ExactKNN sorts when most of a row is wanted.
+        keys = scorer.finalize(q, scorer.keys(q, 0, nr))
+        if negate:
+            keys = keys.neg_()
+        own = None if own_columns is None else column_of[own_columns[rows]]
+        ranks, unresolved = _block_ranks(keys, starts[rows], ends[rows], own, ref_order)
+        yield rows, ranks, unresolved
+
+
+def _block_ranks(keys, start, end, own, ref_order):
+    """``(ranks, unresolved)`` of one block of rows (see :func:`positive_ranks`); ``keys`` is
+    overwritten."""
+    b, n = keys.shape
+    device = keys.device
+    inf = float("inf")
+    unresolved = torch.isnan(keys.sum(dim=1))
+    count = end - start
+    if own is not None:
+        # Removed by position: the positive columns skip it.
+        unresolved |= (own < start) | (own >= end)
+        count = count - 1
+    rmax = max(1, int(count.max()))
+    offsets = torch.arange(rmax, device=device)
+    columns = start[:, None] + offsets
+    if own is not None:
+        columns += columns >= own[:, None]
+    real = offsets < count[:, None]
+    columns = torch.where(real, columns, start[:, None])
+    positives, order = torch.sort(keys.gather(1, columns).masked_fill_(~real, inf), dim=1, stable=True)
+    columns = columns.gather(1, order)
+    num_real = count.clamp(min=1)
+    # A trailing +inf column keeps every searchsorted position a valid gather index.
+    positives = torch.cat([positives, torch.full((b, 1), inf, dtype=keys.dtype, device=device)], dim=1)
+    worst = positives.gather(1, (num_real - 1)[:, None])
+    unresolved |= (count < 1) | torch.isinf(worst[:, 0])
+    worst = worst.masked_fill_(unresolved[:, None], -inf)
+
+    # Negatives ranked before some positive have a key at most the worst positive's. Hiding the
+    # positive columns first (rows come grouped by class, so a few slices do it) leaves only them.
+    bounds = torch.stack([start, end], dim=1)
+    runs = torch.ones(b, dtype=torch.bool, device=device)
+    runs[1:] = (bounds[1:] != bounds[:-1]).any(dim=1)
+    run_starts = runs.nonzero().reshape(-1).tolist() + [b]
+    for a, z in zip(run_starts[:-1], run_starts[1:]):
+        keys[a:z, int(start[a]) : int(end[a])] = inf
+    flat = (keys <= worst).view(-1).nonzero().reshape(-1)
+    r = flat // n
+    x = keys.view(-1)[flat]
+    keep = ~unresolved[r]
+    if not bool(keep.all()):
+        flat, r, x = flat[keep], r[keep], x[keep]
+    width = rmax + 1
+    neg_before = torch.zeros(b * width, dtype=torch.long, device=device)
+    if len(r):
+        t = _positions(positives, r, x)
+        # Equal keys are ranked by reference index.
+        tied = (positives[r, t] == x) & (t < num_real[r])
+        if tied.any():
+            c = flat[tied] - r[tied] * n
+            t[tied] += _tied_positives_before(
+                positives, columns, num_real, r[tied], t[tied], x[tied], c, ref_order
+            )
+        neg_before += torch.bincount(r * width + t, minlength=b * width)
+
+    # neg_before[:, t] counts negatives with t positives ranked before them: a cumulative sum
+    # gives the negatives ranked before each positive.
+    before = torch.cumsum(neg_before.view(b, width), dim=1)[:, :rmax]
+    ranks = (before + offsets + 1).to(torch.float64)
+    ranks = ranks.masked_fill_(offsets >= num_real[:, None], inf)
+    return ranks, unresolved
+
+
+def _positions(positives, r, x):
+    """How many of row ``r``'s (sorted) positives have a key below ``x``, for every candidate."""
+    b, width = positives.shape
+    if positives.dtype == torch.float32:
+        # One searchsorted over all rows: (row, key) packed into an int64 whose order is the
+        # lexicographic one (float32 bits made monotone; +0.0 merges -0.0 into 0.0 as == does).
+        def packed(values, rows):
+            bits = (values + 0.0).view(torch.int32).to(torch.int64)
+            bits = torch.where(bits < 0, (-(2**31) - 1) - bits, bits) + 2**31
+            return (rows << 32) + bits
+
+        rows = torch.arange(b, device=positives.device)[:, None]
+        sequence = packed(positives, rows).reshape(-1)
+        return torch.searchsorted(sequence, packed(x, r)) - r * width
+    per_row = torch.bincount(r, minlength=b)
+    slot = torch.arange(len(r), device=r.device) - (torch.cumsum(per_row, 0) - per_row)[r]
+    padded = torch.full((b, int(per_row.max())), float("inf"), dtype=positives.dtype, device=r.device)
+    padded[r, slot] = x
+    return torch.searchsorted(positives, padded)[r, slot]
+
+
+def _tied_positives_before(positives, columns, num_real, r, t, x, c, ref_order):
+    """For negatives whose key equals positives ``t, t+1, ...`` of row ``r``: how many of those
+    equal positives have a lower reference index (they are ranked first)."""
+    own_index = ref_order[c]
+    last = positives.shape[1] - 1
+    extra = torch.zeros_like(t)
+    active = torch.ones_like(t, dtype=torch.bool)
+    step = 0
+    # Equal positives are in ascending reference index; walk each run of equal keys.
+    while bool(active.any()):
+        j = (t + step).clamp(max=last)
+        active &= (t + step < num_real[r]) & (positives[r, j] == x)
+        extra += active & (ref_order[columns[r, j.clamp(max=columns.shape[1] - 1)]] < own_index)
+        step += 1
+    return extra

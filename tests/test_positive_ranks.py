@@ -33,6 +33,13 @@ class Spy:
                 monkeypatch.setattr(module, name, wrapped)
 
 
+@pytest.fixture(params=["searchsorted", "bins"])
+def counting(request, monkeypatch):
+    """Run a test with every candidate placed by searchsorted, then with counting by bins."""
+    monkeypatch.setattr(pr, "_DENSE_FRACTION", 1.0 if request.param == "searchsorted" else 0.0)
+    return request.param
+
+
 def both_engines(args, **options):
     """Results of the positive-rank engine and of the blockwise search (engine switched off)."""
     options.setdefault("exclude", NO_CLUSTERING)
@@ -59,7 +66,7 @@ def uneven_data(n, d, seed, classes=9, noise=1.0):
 
 
 # ------------------------------------------------------------------------------ hand-computed
-def test_hand_computed_metrics_on_a_line():
+def test_hand_computed_metrics_on_a_line(counting):
     # Query 0.0 (label 0); references at 1..5 with labels 0,1,0,1,0: positives at ranks 1, 3, 5.
     query, query_labels = torch.tensor([[0.0]]), torch.tensor([0])
     reference = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
@@ -78,7 +85,7 @@ def test_hand_computed_metrics_on_a_line():
 
 
 @pytest.mark.parametrize("negative_first", [True, False])
-def test_negative_tied_with_positive_ranks_by_reference_index(negative_first):
+def test_negative_tied_with_positive_ranks_by_reference_index(negative_first, counting):
     # Both references are at distance 1: the lower reference index is ranked first.
     query, query_labels = torch.tensor([[0.0]]), torch.tensor([0])
     reference = torch.tensor([[1.0], [-1.0]])
@@ -89,7 +96,7 @@ def test_negative_tied_with_positive_ranks_by_reference_index(negative_first):
     assert_same(fast, slow)
 
 
-def test_positive_ranks_directly_with_own_entries_and_ties():
+def test_positive_ranks_directly_with_own_entries_and_ties(counting):
     # Points on a line, the set is its own reference; references 1 and 2 are duplicates.
     x = torch.tensor([[0.0], [1.0], [1.0], [3.0], [4.0]])
     ids = torch.tensor([0, 0, 1, 0, 1])
@@ -110,7 +117,7 @@ def test_positive_ranks_directly_with_own_entries_and_ties():
 # ---------------------------------------------------------------------- equal to the k-NN search
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("mode", [{}, {"avg_of_avgs": True}, {"return_per_class": True}])
-def test_own_reference_matches_search(monkeypatch, seed, mode):
+def test_own_reference_matches_search(monkeypatch, seed, mode, counting):
     spy = Spy(monkeypatch, "positive_ranks")
     x, labels = uneven_data(300, 6, seed)
     fast, slow = both_engines((x, labels), knn_block_entries=3000, **mode)
@@ -119,7 +126,7 @@ def test_own_reference_matches_search(monkeypatch, seed, mode):
 
 
 @pytest.mark.parametrize("mode", [{}, {"avg_of_avgs": True}, {"return_per_class": True}])
-def test_separate_sets_with_lone_queries_match_search(mode):
+def test_separate_sets_with_lone_queries_match_search(mode, counting):
     x, labels = uneven_data(400, 5, seed=3)
     query, query_labels = x[:150], labels[:150]
     keep = labels[100:] != 4  # label 4 has no reference: its queries are lone
@@ -129,7 +136,7 @@ def test_separate_sets_with_lone_queries_match_search(mode):
     assert_same(fast, slow)
 
 
-def test_query_inside_longer_reference_matches_search():
+def test_query_inside_longer_reference_matches_search(counting):
     x, labels = uneven_data(260, 4, seed=4)
     args = (x[:120], labels[:120], x, labels, True)
     assert_same(*both_engines(args, knn_block_entries=1000))
@@ -147,7 +154,7 @@ def test_query_inside_longer_reference_matches_search():
     ],
     ids=["cosine", "dot", "l2_normalised", "l2_power1", "l1", "snr"],
 )
-def test_every_builtin_distance_matches_search(monkeypatch, distance):
+def test_every_builtin_distance_matches_search(monkeypatch, distance, counting):
     spy = Spy(monkeypatch, "positive_ranks")
     x, labels = uneven_data(250, 6, seed=5)
     fast, slow = both_engines((x, labels), knn_func=ExactKNN(distance))
@@ -155,14 +162,14 @@ def test_every_builtin_distance_matches_search(monkeypatch, distance):
     assert_same(fast, slow)
 
 
-def test_k_values_metrics_match_search():
+def test_k_values_metrics_match_search(counting):
     x, labels = uneven_data(200, 4, seed=6)
     fast, slow = both_engines((x, labels), k_values=(1, 3, 25, 199))
     assert "mean_average_precision_at_25" in fast
     assert_same(fast, slow)
 
 
-def test_multi_column_and_negative_zero_labels_match_search():
+def test_multi_column_and_negative_zero_labels_match_search(counting):
     x, labels = uneven_data(200, 4, seed=7, classes=6)
     two_col = torch.stack([labels // 2, labels % 2], dim=1).float()
     two_col[two_col == 0] = -0.0  # equal to 0.0 for ==
@@ -170,7 +177,7 @@ def test_multi_column_and_negative_zero_labels_match_search():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_many_exact_ties_match_search(monkeypatch, seed):
+def test_many_exact_ties_match_search(monkeypatch, seed, counting):
     spy = Spy(monkeypatch, "_tied_positives_before")
     gen = torch.Generator().manual_seed(seed)
     # Few distinct points: nearly every key is tied, across and within classes.
@@ -184,7 +191,7 @@ def test_many_exact_ties_match_search(monkeypatch, seed):
     assert spy.calls > 0
 
 
-def test_overflowing_keys_fall_back_to_the_search(monkeypatch):
+def test_overflowing_keys_fall_back_to_the_search(monkeypatch, counting):
     # Squares of 1e20 overflow float32: the keys hold inf - inf = NaN in some rows.
     x, labels = uneven_data(80, 3, seed=8)
     x[:5] *= 1e20
@@ -203,7 +210,7 @@ def brute_force_ranks(x, ids):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_ranks_equal_a_stable_sort_for_float32_and_float64_keys(dtype):
+def test_ranks_equal_a_stable_sort_for_float32_and_float64_keys(dtype, counting):
     x, labels = uneven_data(150, 3, seed=9)
     x = (x * 2).round() / 2  # halves: every squared distance is exact, and many are tied
     expected = brute_force_ranks(x, labels)

@@ -16,6 +16,14 @@ from ..distances.lp_distance import LpDistance
 from ..distances.snr_distance import SNRDistance
 from .knn import _Scorer
 
+# Above this fraction of candidate entries, count by bins (a few dense passes) instead of placing
+# every candidate by searchsorted.
+_DENSE_FRACTION = 0.15
+# Bins per positive when counting by bins: more bins leave fewer entries to place one by one but
+# make the per-row histograms longer.
+_BINS_PER_POSITIVE = 32
+_MIN_BINS = 1024
+
 
 def supports_distance(distance):
     """Whether :func:`positive_ranks` ranks by exactly the keys ``ExactKNN`` would use: distances
@@ -104,14 +112,21 @@ def _block_ranks(keys, start, end, own, ref_order):
     run_starts = runs.nonzero().reshape(-1).tolist() + [b]
     for a, z in zip(run_starts[:-1], run_starts[1:]):
         keys[a:z, int(start[a]) : int(end[a])] = inf
-    flat = (keys <= worst).view(-1).nonzero().reshape(-1)
+    width = rmax + 1
+    neg_before = torch.zeros(b, width, dtype=torch.long, device=device)
+    candidates = keys <= worst
+    if int(candidates.sum()) > _DENSE_FRACTION * b * n:
+        # Classes barely separated: most of each row is a candidate. Count them by bins instead,
+        # leaving only those that share a bin with a positive to be placed one by one.
+        if unresolved.any():
+            keys = keys.masked_fill_(unresolved[:, None], inf)
+        candidates = _count_by_bins(keys, positives, num_real, unresolved, neg_before)
+    flat = candidates.view(-1).nonzero().reshape(-1)
     r = flat // n
     x = keys.view(-1)[flat]
     keep = ~unresolved[r]
     if not bool(keep.all()):
         flat, r, x = flat[keep], r[keep], x[keep]
-    width = rmax + 1
-    neg_before = torch.zeros(b * width, dtype=torch.long, device=device)
     if len(r):
         t = _positions(positives, r, x)
         # Equal keys are ranked by reference index.
@@ -121,14 +136,51 @@ def _block_ranks(keys, start, end, own, ref_order):
             t[tied] += _tied_positives_before(
                 positives, columns, num_real, r[tied], t[tied], x[tied], c, ref_order
             )
-        neg_before += torch.bincount(r * width + t, minlength=b * width)
+        neg_before.view(-1).add_(torch.bincount(r * width + t, minlength=b * width))
 
     # neg_before[:, t] counts negatives with t positives ranked before them: a cumulative sum
     # gives the negatives ranked before each positive.
-    before = torch.cumsum(neg_before.view(b, width), dim=1)[:, :rmax]
+    before = torch.cumsum(neg_before, dim=1)[:, :rmax]
     ranks = (before + offsets + 1).to(torch.float64)
     ranks = ranks.masked_fill_(offsets >= num_real[:, None], inf)
     return ranks, unresolved
+
+
+def _count_by_bins(keys, positives, num_real, unresolved, neg_before):
+    """Add to ``neg_before[r, t]`` the entries of ``keys`` that certainly lie above exactly ``t``
+    positives; return the mask of the others (those sharing a bin with a positive).
+
+    Each row's keys are mapped to ``nb + 2`` bins by a monotone function (uniform between the
+    best and the worst positive, plus "better than all" and "worse than all"). An entry in a bin
+    without positives lies above exactly the positives of the lower bins. Monotonicity is all
+    this needs, so the rounding of the bin arithmetic cannot change a count.
+    """
+    b, width = positives.shape
+    device = keys.device
+    nb = max(_MIN_BINS, _BINS_PER_POSITIVE * (width - 1))
+    real = (torch.arange(width, device=device) < num_real[:, None]) & ~unresolved[:, None]
+    values = positives.masked_fill(~real, 0.0)
+    lo = values[:, :1]
+    span = values.gather(1, (num_real - 1)[:, None]) - lo
+    span = torch.where(span > 0, span, lo.abs().clamp_min(1.0) * 2.0**-20)
+    # Best positive -> 1.5, worst -> nb + 0.5: bin 0 is below all positives, bin nb + 1 above.
+    scale = ((nb - 1) / span).clamp_max(2.0**100)
+    shift = lo * scale - 1.5
+
+    def to_bins(v):
+        # Separate correctly rounded operations (no fused multiply-add): the same value gets the
+        # same bin in any tensor.
+        return torch.mul(v, scale).sub_(shift).clamp_(0, nb + 1).long()
+
+    pos_per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
+    pos_per_bin.scatter_add_(1, to_bins(values), real.long())
+    occupied = pos_per_bin > 0
+    below = torch.cumsum(pos_per_bin, dim=1) - pos_per_bin
+    bins = to_bins(keys)
+    per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
+    per_bin.scatter_add_(1, bins, torch.ones(1, dtype=torch.long, device=device).expand_as(bins))
+    neg_before.scatter_add_(1, below, per_bin.masked_fill_(occupied, 0))
+    return occupied.gather(1, bins)
 
 
 def _positions(positives, r, x):

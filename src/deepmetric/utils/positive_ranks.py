@@ -126,19 +126,19 @@ def _block_ranks(keys, start, end, own, ref_order):
     flat = candidates.view(-1).nonzero().reshape(-1)
     r = flat // n
     x = keys.view(-1)[flat]
-    keep = ~unresolved[r]
-    if not bool(keep.all()):
+    if unresolved.any():
+        keep = ~unresolved[r]
         flat, r, x = flat[keep], r[keep], x[keep]
     if len(r):
-        t = _positions(positives, r, x)
-        # Equal keys are ranked by reference index.
-        tied = (positives[r, t] == x) & (t < num_real[r])
+        # Flat position in `positives`: row * width + (number of positives with a smaller key).
+        g = _positions(positives, r, x)
+        # Equal keys are ranked by reference index (the +inf padding never equals a candidate).
+        tied = positives.view(-1)[g] == x
         if tied.any():
-            c = flat[tied] - r[tied] * n
-            t[tied] += _tied_positives_before(
-                positives, columns, num_real, r[tied], t[tied], x[tied], c, ref_order
-            )
-        neg_before.view(-1).add_(torch.bincount(r * width + t, minlength=b * width))
+            rt = r[tied]
+            t, c = g[tied] - rt * width, flat[tied] - rt * n
+            g[tied] += _tied_positives_before(positives, columns, num_real, rt, t, x[tied], c, ref_order)
+        neg_before.view(-1).add_(torch.bincount(g, minlength=b * width))
 
     # neg_before[:, t] counts negatives with t positives ranked before them: a cumulative sum
     # gives the negatives ranked before each positive.
@@ -186,24 +186,29 @@ def _count_by_bins(keys, positives, num_real, unresolved, neg_before):
 
 
 def _positions(positives, r, x):
-    """How many of row ``r``'s (sorted) positives have a key below ``x``, for every candidate."""
+    """``r * width + t`` for every candidate, ``t`` being how many of row ``r``'s (sorted)
+    positives have a key below ``x``."""
     b, width = positives.shape
     if positives.dtype == torch.float32:
         # One searchsorted over all rows: (row, key) packed into an int64 whose order is the
-        # lexicographic one (float32 bits made monotone; +0.0 merges -0.0 into 0.0 as == does).
+        # lexicographic one (+0.0 merges -0.0 into 0.0 as == does; the bits of non-negative
+        # floats are already in order, negative ones are flipped).
+        signed = bool((x < 0).any() or (positives < 0).any())
+
         def packed(values, rows):
             bits = (values + 0.0).view(torch.int32).to(torch.int64)
-            bits = torch.where(bits < 0, (-(2**31) - 1) - bits, bits) + 2**31
-            return (rows << 32) + bits
+            if signed:
+                bits = torch.where(bits < 0, (-(2**31) - 1) - bits, bits) + 2**31
+            return bits.add_(rows << 32)
 
         rows = torch.arange(b, device=positives.device)[:, None]
         sequence = packed(positives, rows).reshape(-1)
-        return torch.searchsorted(sequence, packed(x, r)) - r * width
+        return torch.searchsorted(sequence, packed(x, r))
     per_row = torch.bincount(r, minlength=b)
     slot = torch.arange(len(r), device=r.device) - (torch.cumsum(per_row, 0) - per_row)[r]
     padded = torch.full((b, int(per_row.max())), float("inf"), dtype=positives.dtype, device=r.device)
     padded[r, slot] = x
-    return torch.searchsorted(positives, padded)[r, slot]
+    return torch.searchsorted(positives, padded)[r, slot] + r * width
 
 
 def _tied_positives_before(positives, columns, num_real, r, t, x, c, ref_order):

@@ -62,27 +62,44 @@ def positive_ranks(query, reference, query_ids, reference_ids, own_columns, dist
     ends = torch.searchsorted(sorted_ids, query_ids, side="right")
     scorer = _Scorer(distance, reference[ref_order])
     negate = bool(distance.is_inverted)
+    # Squared L2: the finalising step (add |q|^2, clamp at 0) is applied lazily, to the entries
+    # that can matter only (see _block_ranks); other powers finalise whole rows, like ExactKNN.
+    lazy = scorer.mode == "l2" and distance.power == 2
     # Queries of one class share their positive columns: process them together.
     query_order = torch.argsort(query_ids, stable=True)
     for s in range(0, len(query_order), block_rows):
         rows = query_order[s : s + block_rows]
         q = scorer.prepare_query(query[rows])
-        # Finalised keys (clamp, power) are what ExactKNN sorts when most of a row is wanted.
-        keys = scorer.finalize(q, scorer.keys(q, 0, nr))
+        keys = scorer.keys(q, 0, nr)
+        if lazy:
+            shift = (q * q).sum(dim=1, keepdim=True)  # what finalize adds
+        else:
+            # Finalised keys (clamp, power) are what ExactKNN sorts when most of a row is wanted.
+            keys, shift = scorer.finalize(q, keys), None
         if negate:
             keys = keys.neg_()
         own = None if own_columns is None else column_of[own_columns[rows]]
-        ranks, unresolved = _block_ranks(keys, starts[rows], ends[rows], own, ref_order)
+        ranks, unresolved = _block_ranks(keys, starts[rows], ends[rows], own, ref_order, shift)
         yield rows, ranks, unresolved
 
 
-def _block_ranks(keys, start, end, own, ref_order):
+def _settle(values, shift):
+    """Squared L2 finalisation, exactly as ``_Scorer.finalize`` does it (in place)."""
+    return values.add_(shift).clamp_min_(0)
+
+
+def _block_ranks(keys, start, end, own, ref_order, shift=None):
     """``(ranks, unresolved)`` of one block of rows (see :func:`positive_ranks`); ``keys`` is
-    overwritten."""
+    overwritten. With ``shift`` (b, 1), ``keys`` are squared L2 keys before finalisation: only
+    the positives and the candidates are finalised (``_settle``)."""
     b, n = keys.shape
     device = keys.device
     inf = float("inf")
-    unresolved = torch.isnan(keys.sum(dim=1))
+    if shift is None:
+        unresolved = torch.isnan(keys.sum(dim=1))
+    else:
+        # An ascending sort puts NaN last, after every positive: only NaN positives matter.
+        unresolved = torch.zeros(b, dtype=torch.bool, device=device)
     count = end - start
     if own is not None:
         # Removed by position: the positive columns skip it.
@@ -95,14 +112,27 @@ def _block_ranks(keys, start, end, own, ref_order):
         columns += columns >= own[:, None]
     real = offsets < count[:, None]
     columns = torch.where(real, columns, start[:, None])
-    positives, order = torch.sort(keys.gather(1, columns).masked_fill_(~real, inf), dim=1, stable=True)
+    positives = keys.gather(1, columns)
+    if shift is not None:
+        raw_worst = positives.masked_fill(~real, -inf).max(dim=1, keepdim=True).values
+        positives = _settle(positives, shift)
+        unresolved |= torch.isnan(positives).any(dim=1)
+    positives, order = torch.sort(positives.masked_fill_(~real, inf), dim=1, stable=True)
     columns = columns.gather(1, order)
     num_real = count.clamp(min=1)
     # A trailing +inf column keeps every searchsorted position a valid gather index.
     positives = torch.cat([positives, torch.full((b, 1), inf, dtype=keys.dtype, device=device)], dim=1)
     worst = positives.gather(1, (num_real - 1)[:, None])
     unresolved |= (count < 1) | torch.isinf(worst[:, 0])
-    worst = worst.masked_fill_(unresolved[:, None], -inf)
+    if shift is None:
+        threshold = worst.masked_fill(unresolved[:, None], -inf)
+    else:
+        # Raw keys: every entry whose finalised key can be <= the worst positive's. Rounding in
+        # the addition (and the clamp at 0) merges only values within a few ulps of
+        # max(raw_worst, -shift); the margin is ~8 ulps of the largest term.
+        top = torch.maximum(raw_worst, -shift)
+        threshold = top + (raw_worst.abs() + shift.abs()) * 2.0**-20
+        threshold = threshold.masked_fill_(unresolved[:, None], -inf)
 
     # Negatives ranked before some positive have a key at most the worst positive's. Hiding the
     # positive columns first (rows come grouped by class, so a few slices do it) leaves only them.
@@ -114,18 +144,23 @@ def _block_ranks(keys, start, end, own, ref_order):
         keys[a:z, int(start[a]) : int(end[a])] = inf
     width = rmax + 1
     neg_before = torch.zeros(b, width, dtype=torch.long, device=device)
-    candidates = keys <= worst
+    candidates = keys <= threshold
     # The density of a few spread rows decides (it only affects speed).
     sample = candidates[:: max(1, b // 8)]
-    if int(torch.count_nonzero(sample)) > _DENSE_FRACTION * sample.numel():
+    dense = int(torch.count_nonzero(sample)) > _DENSE_FRACTION * sample.numel()
+    if dense:
         # Classes barely separated: most of each row is a candidate. Count them by bins instead,
         # leaving only those that share a bin with a positive to be placed one by one.
+        if shift is not None:
+            keys = _settle(keys, shift)
         if unresolved.any():
             keys = keys.masked_fill_(unresolved[:, None], inf)
         candidates = _count_by_bins(keys, positives, num_real, unresolved, neg_before)
     flat = candidates.view(-1).nonzero().reshape(-1)
     r = flat // n
     x = keys.view(-1)[flat]
+    if shift is not None and not dense:
+        x = _settle(x, shift.view(-1)[r])
     if unresolved.any():
         keep = ~unresolved[r]
         flat, r, x = flat[keep], r[keep], x[keep]

@@ -27,7 +27,11 @@ relevant and are left out of every k-NN metric. Per-query values are averaged ov
 or per class then over classes (``avg_of_avgs``), or returned per class (``return_per_class``).
 
 The k-NN metrics are computed from blocks of queries, so even ``k=None`` (rank the whole
-reference set) never holds more than ``knn_block_entries`` neighbour labels at once.
+reference set) never holds more than ``knn_block_entries`` neighbour labels at once. When most
+of every ranking is wanted (``k=None`` or ``4 k >=`` the reference size) with the built-in
+``ExactKNN`` and equality of labels, no row is sorted: the metrics need only the ranks of each
+query's positives, which :mod:`.positive_ranks` counts directly (same ranks as the search,
+ties included; rows it cannot settle go through the search).
 """
 
 import functools

@@ -22,12 +22,22 @@ class Spy:
 
     def __init__(self, monkeypatch, name):
         self.calls = 0
-        original = getattr(pr, name)
+        original = getattr(pr, name, None)
 
         def wrapped(*args, **kwargs):
             self.calls += 1
             return original(*args, **kwargs)
 
+        if name == "_blockwise":
+            original = AccuracyCalculator._blockwise
+
+            def method(self, *args, **kwargs):
+                self_spy.calls += 1
+                return original(self, *args, **kwargs)
+
+            self_spy = self
+            monkeypatch.setattr(AccuracyCalculator, name, method)
+            return
         for module in (pr, ac):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, wrapped)
@@ -256,3 +266,25 @@ def test_overridden_builtin_metric_keeps_its_own_implementation():
     assert result["r_precision"] == 99.0
     plain = AccuracyCalculator(exclude=NO_CLUSTERING, device=CPU).get_accuracy(x, labels)
     assert result["mean_average_precision"] == pytest.approx(plain["mean_average_precision"], rel=1e-12)
+
+
+def test_own_entry_with_a_different_label_goes_through_the_search(monkeypatch, counting):
+    # allclose accepts 1000.0 vs 1000.0078125 as "the same labels", so the query's own entry is
+    # not one of its positives: such rows are settled by the search.
+    spy = Spy(monkeypatch, "_blockwise")
+    x, labels = uneven_data(90, 3, seed=12)
+    query_labels = (labels.float() + 1) * 1000
+    reference_labels = query_labels.clone()
+    reference_labels[:4] += 2.0**-7
+    args = (x, query_labels, x, reference_labels, True)
+    assert_same(*both_engines(args))
+    assert spy.calls > 0
+
+
+@pytest.mark.parametrize("k", ["max_bin_count", 60, 79])
+def test_large_k_uses_the_engine_and_matches_search(monkeypatch, k):
+    spy = Spy(monkeypatch, "positive_ranks")
+    x, labels = uneven_data(80, 3, seed=13, classes=3)
+    fast, slow = both_engines((x, labels), k=k)
+    assert_same(fast, slow)
+    assert spy.calls == 1

@@ -288,3 +288,15 @@ def test_large_k_uses_the_engine_and_matches_search(monkeypatch, k):
     fast, slow = both_engines((x, labels), k=k)
     assert_same(fast, slow)
     assert spy.calls == 1
+
+
+@pytest.mark.parametrize("n, classes", [(120, 2), (1200, 4)], ids=["long_runs", "crowded"])
+def test_collapsed_embeddings_match_search(monkeypatch, counting, n, classes):
+    # Two distinct points only: runs of equal positives longer than the walk, and (with more
+    # rows) more tied negatives per row than the engine places; both are left to the search.
+    spy = Spy(monkeypatch, "_blockwise")
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randint(0, 2, (n, 1), generator=gen).float().expand(n, 3).contiguous()
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    assert_same(*both_engines((x, labels)))
+    assert spy.calls >= 2  # the engine's fallback, and the reference run with the engine off

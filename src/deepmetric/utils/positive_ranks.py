@@ -23,6 +23,10 @@ _DENSE_FRACTION = 0.15
 # make the per-row histograms longer.
 _BINS_PER_POSITIVE = 32
 _MIN_BINS = 1024
+# Ties between a negative and positives are walked one equal positive at a time, up to this many;
+# rows with longer runs or with more tied negatives than this (or n / 16) are left to the search.
+_MAX_TIE_RUN = 16
+_MAX_TIES_PER_ROW = 256
 
 
 def supports_distance(distance):
@@ -170,9 +174,19 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
         # Equal keys are ranked by reference index (the +inf padding never equals a candidate).
         tied = positives.view(-1)[g] == x
         if tied.any():
-            rt = r[tied]
-            t, c = g[tied] - rt * width, flat[tied] - rt * n
-            g[tied] += _tied_positives_before(positives, columns, num_real, rt, t, x[tied], c, ref_order)
+            # Rows with very many ties (collapsed embeddings) are left to the search, which
+            # sorts them; the others walk their runs of equal positives.
+            crowded = torch.bincount(r[tied], minlength=b) > max(_MAX_TIES_PER_ROW, n // 16)
+            unresolved |= crowded
+            tied &= ~crowded[r]
+            index = tied.nonzero().reshape(-1)
+            rt = r[index]
+            t, c = g[index] - rt * width, flat[index] - rt * n
+            extra, unsettled = _tied_positives_before(
+                positives, columns, num_real, rt, t, x[index], c, ref_order
+            )
+            g[index] += extra
+            unresolved[rt[unsettled]] = True
         neg_before.view(-1).add_(torch.bincount(g, minlength=b * width))
 
     # neg_before[:, t] counts negatives with t positives ranked before them: a cumulative sum
@@ -247,17 +261,20 @@ def _positions(positives, r, x):
 
 
 def _tied_positives_before(positives, columns, num_real, r, t, x, c, ref_order):
-    """For negatives whose key equals positives ``t, t+1, ...`` of row ``r``: how many of those
-    equal positives have a lower reference index (they are ranked first)."""
+    """For negatives whose key equals positives ``t, t+1, ...`` of row ``r``: ``(extra,
+    unsettled)``, how many of those equal positives have a lower reference index (they are
+    ranked first), and which negatives have a run of equal positives too long to walk."""
     own_index = ref_order[c]
     last = positives.shape[1] - 1
     extra = torch.zeros_like(t)
     active = torch.ones_like(t, dtype=torch.bool)
-    step = 0
     # Equal positives are in ascending reference index; walk each run of equal keys.
-    while bool(active.any()):
+    for step in range(_MAX_TIE_RUN + 1):
+        if not bool(active.any()):
+            break
         j = (t + step).clamp(max=last)
         active &= (t + step < num_real[r]) & (positives[r, j] == x)
+        if step == _MAX_TIE_RUN:
+            break  # still equal after the longest walk: unsettled
         extra += active & (ref_order[columns[r, j.clamp(max=columns.shape[1] - 1)]] < own_index)
-        step += 1
-    return extra
+    return extra, active

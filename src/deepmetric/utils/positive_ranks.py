@@ -156,7 +156,8 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
         # Classes barely separated: most of each row is a candidate. Count them by bins instead,
         # leaving only those that share a bin with a positive to be placed one by one.
         if shift is not None:
-            keys = _settle(keys, shift)
+            # NaN keys (not looked at above) rank last, like +inf; bins need numbers.
+            keys = _settle(keys, shift).nan_to_num_(nan=inf, posinf=inf, neginf=-inf)
         if unresolved.any():
             keys = keys.masked_fill_(unresolved[:, None], inf)
         candidates = _count_by_bins(keys, positives, num_real, unresolved, neg_before)

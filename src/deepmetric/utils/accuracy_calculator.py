@@ -811,7 +811,8 @@ class AccuracyCalculator:
         query_labels, reference_labels = labels
         nq = len(query_labels)
         # Class ids shared by queries and references (adding 0.0 merges -0.0 into 0.0, as == does).
-        _, ids = torch.unique(torch.cat([query_labels, reference_labels]) + 0.0, dim=0, return_inverse=True)
+        both = torch.cat([query_labels, reference_labels]) + 0.0
+        _, ids = torch.unique(both, dim=0 if both.dim() > 1 else None, return_inverse=True)
         ids = ids.reshape(-1)
         query_ids, reference_ids = ids[:nq][rows], ids[nq:]
         own_columns = rows if own else None  # query i is reference i

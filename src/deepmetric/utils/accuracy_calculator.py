@@ -27,7 +27,11 @@ relevant and are left out of every k-NN metric. Per-query values are averaged ov
 or per class then over classes (``avg_of_avgs``), or returned per class (``return_per_class``).
 
 The k-NN metrics are computed from blocks of queries, so even ``k=None`` (rank the whole
-reference set) never holds more than ``knn_block_entries`` neighbour labels at once.
+reference set) never holds more than ``knn_block_entries`` neighbour labels at once. When most
+of every ranking is wanted (``k=None`` or ``4 k >=`` the reference size) with the built-in
+``ExactKNN`` and equality of labels, no row is sorted: the metrics need only the ranks of each
+query's positives, which :mod:`.positive_ranks` counts directly (same ranks as the search,
+ties included; rows it cannot settle go through the search).
 """
 
 import functools
@@ -39,6 +43,7 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from . import common_functions as c_f
 from .kmeans import TorchKMeans
 from .knn import ExactKNN
+from .positive_ranks import positive_ranks, supports_distance
 
 EQUALITY = torch.eq
 
@@ -339,6 +344,37 @@ def _own_entry_removed(distances, indices, own_index):
     return distances.gather(1, columns.to(distances.device)), indices.gather(1, columns)
 
 
+def _from_ranks(ranks, relevant, requests):
+    """Per-query float64 values of the requested metrics (see :func:`_per_query`) from ``ranks``
+    (B, R') float64: 1-based ranks of each query's positives in ascending order, ``inf`` padded."""
+    r_count = relevant.to(torch.float64)
+    positions = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
+    terms = positions / ranks  # P@rank_j at the j-th positive; 0 for padding
+    first = ranks[:, 0]
+    out = {}
+    for key, (kind, width) in requests.items():
+        if kind in ("r_precision", "mean_average_precision_at_r"):
+            cutoff = torch.clamp(r_count, max=float(width))[:, None]
+        else:
+            cutoff = width
+        within = ranks <= cutoff
+        if kind == "precision":
+            out[key] = within.sum(dim=1, dtype=torch.float64) / width
+        elif kind == "recall":
+            out[key] = (first <= width).to(torch.float64)
+        elif kind == "r_precision":
+            out[key] = within.sum(dim=1, dtype=torch.float64) / cutoff[:, 0]
+        elif kind in ("mean_average_precision", "mean_average_precision_at_r"):
+            out[key] = (terms * within).sum(dim=1) / r_count
+        elif kind == "mean_average_precision_at_k":
+            out[key] = (terms * within).sum(dim=1) / torch.clamp(r_count, max=float(width))
+        elif kind == "mean_reciprocal_rank":
+            out[key] = torch.where(first <= width, 1.0 / first, torch.zeros_like(first))
+        else:
+            raise ValueError(f"unknown per-query metric kind {kind!r}")
+    return out
+
+
 # ----------------------------------------------------------------------------------- the class
 class AccuracyCalculator:
     """Computes retrieval (k-NN) and clustering accuracy metrics of embeddings.
@@ -414,6 +450,8 @@ class AccuracyCalculator:
         ):
             raise ValueError(f"knn_block_entries must be a positive int, got {knn_block_entries!r}")
         self.knn_block_entries = knn_block_entries
+        # The sort-free engine for long rankings; tests switch it off to compare with the search.
+        self._use_positive_ranks = True
 
         if label_comparison_fn:
             self.label_comparison_fn = label_comparison_fn
@@ -742,6 +780,9 @@ class AccuracyCalculator:
         relevant = relevant_all[valid_rows]
         if full is not None:
             values = _per_query(_relevance(gt, full[valid_rows], cmp), relevant, engine)
+        elif self._positive_ranks_apply(widest, available, query_labels, reference_labels):
+            labels = (query_labels, reference_labels)
+            values = self._rankwise(query, reference, labels, valid_rows, gt, relevant, engine, widest, own)
         else:
             values = self._blockwise(
                 query, reference, reference_labels, valid_rows, gt, relevant, engine, widest, own
@@ -750,6 +791,52 @@ class AccuracyCalculator:
             name: maybe_get_avg_of_avgs(v, gt, self.avg_of_avgs, self.return_per_class)
             for name, v in values.items()
         }
+
+    def _positive_ranks_apply(self, width, available, query_labels, reference_labels):
+        """Whether the sort-free positive-rank engine gives what the blockwise search would: the
+        built-in exact search and equality of labels, with most of every row ranked anyway."""
+        knn = self.knn_func
+        return (
+            getattr(self, "_use_positive_ranks", True)
+            and type(knn) is ExactKNN
+            and self.label_comparison_fn is EQUALITY
+            and 4 * width >= available
+            and supports_distance(knn.distance)
+            and not bool(torch.isnan(query_labels).any() or torch.isnan(reference_labels).any())
+        )
+
+    def _rankwise(self, query, reference, labels, rows, gt, relevant, requests, width, own):
+        """Per-query metrics from the ranks of each query's positives (:mod:`.positive_ranks`);
+        rows whose ranks hinge on tied keys go through :meth:`_blockwise` instead."""
+        query_labels, reference_labels = labels
+        nq = len(query_labels)
+        # Class ids shared by queries and references (adding 0.0 merges -0.0 into 0.0, as == does).
+        both = torch.cat([query_labels, reference_labels]) + 0.0
+        _, ids = torch.unique(both, dim=0 if both.dim() > 1 else None, return_inverse=True)
+        ids = ids.reshape(-1)
+        query_ids, reference_ids = ids[:nq][rows], ids[nq:]
+        own_columns = rows if own else None  # query i is reference i
+        block = max(1, self.knn_block_entries // len(reference))
+        out = {name: torch.empty(len(rows), dtype=torch.float64, device=query.device) for name in requests}
+        pending = []
+        blocks = positive_ranks(
+            query[rows], reference, query_ids, reference_ids, own_columns, self.knn_func.distance, block
+        )
+        for local, ranks, unresolved in blocks:
+            count = relevant[local]
+            unresolved = unresolved | (torch.isfinite(ranks).sum(dim=1) != count)
+            for name, v in _from_ranks(ranks, count, requests).items():
+                out[name][local] = v
+            pending.append(local[unresolved])
+        pending = torch.cat(pending)
+        if len(pending):
+            exact = self._blockwise(
+                query, reference, reference_labels, rows[pending], gt[pending], relevant[pending], requests,
+                width, own,
+            )
+            for name, v in exact.items():
+                out[name][pending] = v
+        return out
 
     def _blockwise(self, query, reference, reference_labels, rows, gt, relevant, requests, width, own):
         block = max(1, self.knn_block_entries // max(1, width))

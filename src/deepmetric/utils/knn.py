@@ -239,19 +239,22 @@ class _Scorer:
 
     def __init__(self, distance, reference):
         self.distance = distance
-        kind = type(distance)
-        if kind is LpDistance and distance.p == 2:
-            self.mode = "l2"
-        elif kind in (DotProductSimilarity, CosineSimilarity):
-            self.mode = "dot"
-        else:
-            self.mode = "generic"
+        self.mode = self.mode_of(distance)
         if self.mode == "generic":
             self.reference = reference
         else:
             self.reference = distance.maybe_normalize(reference)
         if self.mode == "l2":
             self.ref_sq_norms = (self.reference * self.reference).sum(dim=1)
+
+    @staticmethod
+    def mode_of(distance):
+        kind = type(distance)
+        if kind is LpDistance and distance.p == 2:
+            return "l2"
+        if kind in (DotProductSimilarity, CosineSimilarity):
+            return "dot"
+        return "generic"
 
     def prepare_query(self, q):
         if self.mode == "generic":

@@ -53,8 +53,13 @@ def run_cli(*args):
 
 
 def test_train_writes_the_run_folder_and_training_beats_the_raw_baseline(tmp_path):
+    from deepmetric.utils import common_functions as c_f
+
     out = tmp_path / "run"
+    library_rng = c_f.NUMPY_RANDOM
     assert main(["train", write_config(tmp_path, 3), "--output", str(out)]) == 0
+    # the run's private sampler RNG does not outlive the in-process call
+    assert c_f.NUMPY_RANDOM is library_rng
     for name in ("config.yaml", "metrics.json", "history.csv", "report.md", "checkpoints"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())["held_out"]

@@ -37,8 +37,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from ..utils import common_functions as c_f
     from . import pipeline
 
+    # A run seeds a private numpy RNG for the samplers (c_f.NUMPY_RANDOM); a caller that runs
+    # the command in-process gets its own back afterwards.
+    library_rng = c_f.NUMPY_RANDOM
     try:
         if args.command == "train":
             pipeline.train_command(args.config, args.output, args.resume, args.seed, args.epochs)
@@ -52,6 +56,7 @@ def main(argv=None):
         print(f"deepmetric: error: {err}", file=sys.stderr)
         return 2
     finally:
+        c_f.NUMPY_RANDOM = library_rng
         leave_process_group()
     return 0
 

@@ -9,7 +9,7 @@ backward pass per side.
 
 import torch
 
-from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
+from ..utils.fused_backward import replay_inputs, replayed_gradients, wants_graph_of_gradient
 
 # Norms below this are clamped, exactly as torch.nn.functional.normalize does by default.
 NORM_EPS = 1e-12
@@ -47,7 +47,12 @@ class CosineMatrix(torch.autograd.Function):
             ref_unit, ref_norm = query_unit, query_norm
         else:
             ref_unit, ref_norm = unit_rows(ref)
-        ctx.save_for_backward(query_unit, query_norm, ref_unit, ref_norm, query, ref)
+        # For a replay (second derivatives) the inputs that need gradients are kept as they are;
+        # the others only as unit rows, which leaves a buffer updated in place after this call
+        # (a CrossBatchMemory queue) free to change.
+        ctx.save_for_backward(
+            query_unit, query_norm, ref_unit, ref_norm, *replay_inputs((query, query_unit), (ref, ref_unit))
+        )
         return query_unit @ ref_unit.T
 
     @staticmethod

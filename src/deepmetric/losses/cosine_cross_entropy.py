@@ -10,7 +10,7 @@ does the same arithmetic with one pass per step and a closed-form backward
 import torch
 
 from ..distances.cosine_matrix import plain_cosine_matrix, unit_rows, unit_rows_backward
-from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
+from ..utils.fused_backward import replay_inputs, replayed_gradients, wants_graph_of_gradient
 
 # Largest |scale| for which a constant shift keeps exp(scale * cos - |scale|) clear of underflow
 # in float32 (exp(-2 * 40) ~ 1.8e-35 > 1.2e-38); larger scales shift by each row's maximum.
@@ -46,9 +46,8 @@ class CosineCrossEntropy(torch.autograd.Function):
         shifted_exp = shifted.exp_()
         exp_sum = shifted_exp.sum(dim=1)
         losses = torch.log(exp_sum) - target
-        ctx.save_for_backward(
-            x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels, x, weight
-        )
+        replay = replay_inputs((x, x_unit), (weight, weight_unit))
+        ctx.save_for_backward(x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels, *replay)
         ctx.scale = scale
         return losses
 

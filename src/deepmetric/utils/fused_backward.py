@@ -16,6 +16,18 @@ def wants_graph_of_gradient():
     return torch.is_grad_enabled()
 
 
+def replay_inputs(*pairs):
+    """What a node keeps for a replay, per ``(input, equivalent_without_graph)`` pair: the input
+    when it needs a gradient (a replay must reach it), else the equivalent (for example its unit
+    rows), so that a buffer changed in place after the forward pass does not invalidate it. The
+    same input given twice stays one object."""
+    kept = []
+    for x, equivalent in pairs:
+        same = next((k for (y, _), k in zip(pairs, kept) if y is x), None)
+        kept.append(same if same is not None else (x if x.requires_grad else equivalent))
+    return kept
+
+
 def replayed_gradients(formula, inputs, grad_outputs):
     """``d formula(*inputs) / d inputs`` contracted with ``grad_outputs``, as a differentiable
     graph. Non-tensor inputs and tensors that need no gradient get ``None``."""

@@ -80,6 +80,15 @@ class BaseDistance(ModuleWithRecords):
             and (ref_emb is None or (ref_emb.dtype == query_emb.dtype and ref_emb.ndim == 2))
         )
 
+    def _fused_cosine(self, query_emb, ref_emb):
+        """The fused-path forward of a subclass: the usual reset and shape checks, then the
+        cosine matrix as one autograd node (``cosine_matrix``)."""
+        from .cosine_matrix import cosine_matrix
+
+        self.reset_stats()
+        self.check_shapes(query_emb, ref_emb)
+        return cosine_matrix(query_emb, ref_emb)
+
     def compute_mat(self, query_emb, ref_emb):
         raise NotImplementedError
 

@@ -3,7 +3,6 @@
 import torch
 
 from .base_distance import BaseDistance
-from .cosine_matrix import cosine_matrix
 
 
 class DotProductSimilarity(BaseDistance):
@@ -24,9 +23,7 @@ class DotProductSimilarity(BaseDistance):
     def forward(self, query_emb, ref_emb=None):
         if not self.is_plain_cosine(query_emb, ref_emb):
             return super().forward(query_emb, ref_emb)
-        self.reset_stats()
-        self.check_shapes(query_emb, ref_emb)
-        return cosine_matrix(query_emb, ref_emb)
+        return self._fused_cosine(query_emb, ref_emb)
 
     def compute_mat(self, query_emb, ref_emb):
         # Transposing the last two dims also serves batched 3-D inputs.

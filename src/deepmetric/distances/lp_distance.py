@@ -4,7 +4,6 @@ import torch
 
 from ..utils.errors import require
 from .base_distance import BaseDistance
-from .cosine_matrix import cosine_matrix
 
 
 class LpDistance(BaseDistance):
@@ -28,9 +27,7 @@ class LpDistance(BaseDistance):
             return super().forward(query_emb, ref_emb)
         # Squared Euclidean distance between unit rows is 2 - 2 cos: one fused product instead of
         # cdist's norms, square root and square (and their backward passes).
-        self.reset_stats()
-        self.check_shapes(query_emb, ref_emb)
-        return cosine_matrix(query_emb, ref_emb).mul(-2).add_(2).clamp_min_(0)
+        return self._fused_cosine(query_emb, ref_emb).mul(-2).add_(2).clamp_min_(0)
 
     def compute_mat(self, query_emb, ref_emb):
         if query_emb.dtype in (torch.float16, torch.bfloat16):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import requires_reference, tolerance
+from deepmetric import losses
 from deepmetric.distances import LpDistance
 from deepmetric.losses import (
     ContrastiveLoss,
@@ -14,7 +15,9 @@ from deepmetric.losses import (
     ProxyNCALoss,
     TripletMarginLoss,
 )
+from deepmetric.losses.generic_pair_loss import GenericPairLoss
 from deepmetric.miners import TripletMarginMiner
+from deepmetric.utils import loss_and_miner_utils as lmu
 
 RAW_L2 = dict(distance=LpDistance(normalize_embeddings=False))
 
@@ -46,6 +49,28 @@ def test_second_batch_is_compared_with_the_remembered_rows():
     # anchor 4: pos |4 - 2| = 2; neg [3 - 4]+ = 0, [3 - 3]+ = 0
     # AvgNonZero: pos (1 + 2) / 2, neg 2 / 1
     assert out.item() == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize(
+    "loss_name", [name for name in CrossBatchMemory.supported_losses() if issubclass(getattr(losses, name), GenericPairLoss)]
+)
+def test_pair_losses_get_the_memory_pairs_as_masks_with_the_same_result(loss_name, dtype):
+    # Pair losses receive every (anchor, memory row) pair as PairMasks; the result must equal the
+    # loss on the listed pairs with each anchor's own copy removed.
+    loss = getattr(losses, loss_name)()
+    cbm = CrossBatchMemory(loss, 5, memory_size=12)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):  # the last batches wrap around the memory
+        emb = torch.randn(5, 5, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+        labels = torch.randint(0, 3, (5,), generator=g)
+        out = cbm(emb, labels)
+        used = cbm.memory_size if cbm.has_been_filled else cbm.queue_idx
+        E_mem, L_mem = cbm.embedding_memory[:used], cbm.label_memory[:used]
+        pairs = lmu.remove_self_comparisons(lmu.get_all_pairs_indices(labels, L_mem), cbm.curr_batch_idx, used)
+        expected = loss(emb, labels, pairs, E_mem, L_mem)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(torch.autograd.grad(out, emb)[0], torch.autograd.grad(expected, emb)[0])
+    assert cbm.has_been_filled
 
 
 def test_queue_position_wraps_and_marks_the_memory_filled():

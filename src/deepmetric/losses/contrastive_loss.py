@@ -31,7 +31,7 @@ class ContrastiveLoss(GenericPairLoss):
         reductions = self.plain_masked_reductions(labels, indices_tuple)
         if reductions is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        masks = self.label_masks(labels, ref_labels)
+        masks = self.label_masks(labels, ref_labels, indices_tuple)
         if masks is None:
             return self.zero_losses()
         pos_mask, neg_mask = masks

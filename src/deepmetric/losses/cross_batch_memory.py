@@ -10,8 +10,10 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
 from ..utils.module_with_records import ModuleWithRecords
+from ..utils.pair_masks import PairMasks
 from ..utils.validation import check_embeddings, check_labels
 from .base_loss_wrapper import BaseLossWrapper
+from .generic_pair_loss import GenericPairLoss
 
 
 class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
@@ -143,7 +145,16 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     def create_indices_tuple(
         self, embeddings, labels, E_mem, L_mem, input_indices_tuple, do_remove_self_comparisons
     ):
-        """The miner's (or all) tuples of the anchors against the memory, plus the user's."""
+        """The miner's (or all) tuples of the anchors against the memory, plus the user's.
+
+        All pairs for a pair loss come as :class:`PairMasks`: listing every (anchor, memory row)
+        pair would cost more than the loss itself.
+        """
+        if not self.miner and input_indices_tuple is None and isinstance(self.loss, GenericPairLoss):
+            pos, neg = lmu.get_label_masks(labels, L_mem)
+            if do_remove_self_comparisons:
+                pos[torch.arange(len(labels), device=pos.device), self.curr_batch_idx] = False
+            return PairMasks(pos, neg)
         if self.miner:
             indices_tuple = self.miner(embeddings, labels, E_mem, L_mem)
         else:

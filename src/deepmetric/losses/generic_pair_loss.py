@@ -5,6 +5,7 @@ import torch
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import ArgumentError
+from ..utils.pair_masks import PairMasks
 from .base_metric_loss_function import BaseMetricLossFunction
 from .reduction_shortcut import plain_reduction_for
 
@@ -17,7 +18,8 @@ class GenericPairLoss(BaseMetricLossFunction):
             distance matrix with float masks of positive / negative cells; otherwise
             ``_compute_loss(pos_pair, neg_pair, indices_tuple)`` receives the pair values.
 
-    With labels and no miner the masks come straight from label equality (no index lists).
+    With labels and no miner the masks come straight from label equality (no index lists); a
+    :class:`~deepmetric.utils.pair_masks.PairMasks` tuple is used the same way.
     When every index list would have at most one element the loss is zero.
     """
 
@@ -31,8 +33,8 @@ class GenericPairLoss(BaseMetricLossFunction):
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        if indices_tuple is None:
-            return self._loss_from_label_masks(embeddings, labels, ref_emb, ref_labels)
+        if self.has_dense_pairs(labels, indices_tuple):
+            return self._loss_from_label_masks(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
         if all(len(x) <= 1 for x in indices_tuple):
             return self.zero_losses()
@@ -40,27 +42,38 @@ class GenericPairLoss(BaseMetricLossFunction):
         return self.loss_method(mat, indices_tuple)
 
     @staticmethod
-    def label_masks(labels, ref_labels):
-        """Positive and negative masks, or ``None`` when each holds at most one pair (zero loss)."""
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+    def has_dense_pairs(labels, indices_tuple):
+        """True when the pairs come as masks: every label pair (labels and no tuple), or a
+        :class:`~deepmetric.utils.pair_masks.PairMasks`. Such pairs are reduced from the distance
+        matrix under the masks; any other tuple is a list of pairs."""
+        return isinstance(indices_tuple, PairMasks) or (indices_tuple is None and labels is not None)
+
+    @staticmethod
+    def label_masks(labels, ref_labels, indices_tuple=None):
+        """Positive and negative masks (from the labels, or the given :class:`PairMasks`), or
+        ``None`` when each holds at most one pair (zero loss)."""
+        if isinstance(indices_tuple, PairMasks):
+            pos_mask, neg_mask = indices_tuple.pos, indices_tuple.neg
+        else:
+            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         if int(torch.count_nonzero(pos_mask)) <= 1 and int(torch.count_nonzero(neg_mask)) <= 1:
             return None
         return pos_mask, neg_mask
 
     def plain_masked_reductions(self, labels, indices_tuple):
-        """The plain reductions of the sub-losses when they can be taken straight from the label
-        masks (labels given, no miner, a mean/sum/threshold-like reducer for every sub-loss);
+        """The plain reductions of the sub-losses when they can be taken straight from the pair
+        masks (:meth:`has_dense_pairs`, a mean/sum/threshold-like reducer for every sub-loss);
         otherwise None and the pairs are listed as usual."""
-        if indices_tuple is not None or labels is None:
+        if not self.has_dense_pairs(labels, indices_tuple):
             return None
         reductions = [plain_reduction_for(self, name) for name in self._sub_loss_names()]
         return None if None in reductions else reductions
 
     @classmethod
-    def positive_pairs_with_negatives(cls, labels, ref_labels):
+    def positive_pairs_with_negatives(cls, labels, ref_labels, indices_tuple=None):
         """``(a1, p, pos_mask, neg_mask)`` for losses that contrast every positive pair with its
         anchor's negatives, or ``None`` when there is no positive pair or no negative at all."""
-        masks = cls.label_masks(labels, ref_labels)
+        masks = cls.label_masks(labels, ref_labels, indices_tuple)
         if masks is None:
             return None
         pos_mask, neg_mask = masks
@@ -69,8 +82,8 @@ class GenericPairLoss(BaseMetricLossFunction):
             return None
         return a1, p, pos_mask, neg_mask
 
-    def _loss_from_label_masks(self, embeddings, labels, ref_emb, ref_labels):
-        masks = self.label_masks(labels, ref_labels)
+    def _loss_from_label_masks(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        masks = self.label_masks(labels, ref_labels, indices_tuple)
         if masks is None:
             return self.zero_losses()
         pos_mask, neg_mask = masks

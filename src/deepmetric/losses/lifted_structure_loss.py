@@ -36,9 +36,9 @@ class LiftedStructureLoss(GenericPairLoss):
         self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        if indices_tuple is not None or labels is None:
+        if not self.has_dense_pairs(labels, indices_tuple):
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        found = self.positive_pairs_with_negatives(labels, ref_labels)
+        found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
         if found is None:
             return self.zero_losses()
         a1, p, pos_mask, neg_mask = found

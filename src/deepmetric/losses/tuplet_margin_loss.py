@@ -39,8 +39,8 @@ class TupletMarginLoss(GenericPairLoss):
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        if indices_tuple is None:
-            found = self.positive_pairs_with_negatives(labels, ref_labels)
+        if self.has_dense_pairs(labels, indices_tuple):
+            found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
             if found is None:
                 return self.zero_losses()
             a1, p, pos_mask, neg_mask = found

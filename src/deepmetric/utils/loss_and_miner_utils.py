@@ -13,6 +13,7 @@ import torch
 
 from . import common_functions as c_f
 from .errors import ArgumentError
+from .pair_masks import PairMasks
 
 
 def logsumexp(x, keep_mask=None, add_one=True, dim=1):
@@ -69,9 +70,12 @@ def get_all_pairs_indices(labels, ref_labels=None):
 
 
 def convert_to_pairs(indices_tuple, labels, ref_labels=None):
-    """None -> all pairs; a 4-tuple is returned as is; ``(a, p, n)`` -> ``(a, p, a, n)``."""
+    """None -> all pairs; :class:`PairMasks` -> its pairs listed; a 4-tuple is returned as is;
+    ``(a, p, n)`` -> ``(a, p, a, n)``."""
     if indices_tuple is None:
         return get_all_pairs_indices(labels, ref_labels)
+    if isinstance(indices_tuple, PairMasks):
+        return indices_tuple.to_pairs()
     if len(indices_tuple) == 4:
         return indices_tuple
     a, p, n = indices_tuple

@@ -34,8 +34,12 @@ def test_values_and_gradients_equal_the_unfused_form(scale, dtype):
     torch.testing.assert_close(a, b)
     assert torch.isfinite(a).all()
     upstream = torch.rand(10, dtype=dtype)
+    # A logit of size |scale| carries a rounding error of |scale| * eps, which the softmax in the
+    # gradient turns into a relative error of that size whichever order the scale is applied in.
+    rtol = max(1.3e-6, abs(scale) * torch.finfo(dtype).eps) if dtype == torch.float32 else None
+    atol = 1e-5 if dtype == torch.float32 else None
     for ga, gb in zip(torch.autograd.grad(a, (x, weight), upstream), torch.autograd.grad(b, (x, weight), upstream)):
-        torch.testing.assert_close(ga, gb)
+        torch.testing.assert_close(ga, gb, rtol=rtol, atol=atol)
     assert (abs(scale) <= MAX_CONSTANT_SHIFT) == (scale in (1.0, 20.0, -3.0))
 
 

@@ -30,18 +30,18 @@ class CosineCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, weight, labels, scale):
         x_unit, x_norm = unit_rows(x)
         weight_unit, weight_norm = (x_unit, x_norm) if weight is x else unit_rows(weight)
-        scaled_weight = weight_unit * scale
-        rows = torch.arange(len(labels), device=labels.device)
         if abs(scale) <= MAX_CONSTANT_SHIFT:
             # |logit| <= |scale|, so exp(logit - |scale|) can neither overflow nor underflow to 0
             # for a whole row: the shift comes free inside the product.
             shift = torch.full((len(x), 1), abs(scale), dtype=x.dtype, device=x.device)
-            shifted = torch.addmm(shift, x_unit, scaled_weight.T, alpha=1, beta=-1)
+            shifted = torch.addmm(shift, x_unit, weight_unit.T, alpha=scale, beta=-1)
         else:
-            shifted = x_unit @ scaled_weight.T
+            # beta=0: the (scalar) input is ignored, and the scale is applied inside the product.
+            shifted = torch.addmm(x.new_zeros(()), x_unit, weight_unit.T, beta=0, alpha=scale)
             shift = shifted.amax(dim=1, keepdim=True)
             shifted.sub_(shift)
-        target = shifted[rows, labels]
+        labels_column = labels.unsqueeze(1)
+        target = shifted.gather(1, labels_column).squeeze(1)
         # exp(logit - shift) is kept: the backward pass needs the softmax, not a second exp.
         shifted_exp = shifted.exp_()
         exp_sum = shifted_exp.sum(dim=1)
@@ -56,15 +56,16 @@ class CosineCrossEntropy(torch.autograd.Function):
         x_unit, x_norm, weight_unit, weight_norm, shifted_exp, exp_sum, labels, x, weight = ctx.saved_tensors
         if wants_graph_of_gradient():
             return replayed_gradients(_plain_cosine_cross_entropy, (x, weight, labels, ctx.scale), grad)
-        # d loss_i / d logit_ic = softmax_ic - [c == y_i], and logit = scale * cos.
-        grad_logits = shifted_exp * (grad / exp_sum).unsqueeze(1)
-        grad_logits[torch.arange(len(labels), device=labels.device), labels] -= grad
+        # d loss_i / d logit_ic = softmax_ic - [c == y_i], and logit = scale * cos: the scale is
+        # folded into this (N, C) factor so that neither product needs it.
+        scaled_grad = grad * ctx.scale
+        grad_logits = shifted_exp * (scaled_grad / exp_sum).unsqueeze(1)
+        grad_logits.scatter_add_(1, labels.unsqueeze(1), -scaled_grad.unsqueeze(1))
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = unit_rows_backward(grad_logits @ (weight_unit * ctx.scale), x_unit, x_norm)
+            grad_x = unit_rows_backward(grad_logits @ weight_unit, x_unit, x_norm)
         if ctx.needs_input_grad[1]:
-            grad_weight_unit = (grad_logits.T @ x_unit).mul_(ctx.scale)
-            grad_weight = unit_rows_backward(grad_weight_unit, weight_unit, weight_norm)
+            grad_weight = unit_rows_backward(grad_logits.T @ x_unit, weight_unit, weight_norm)
         return grad_x, grad_weight, None, None
 
 

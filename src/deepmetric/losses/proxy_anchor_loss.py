@@ -38,10 +38,10 @@ class _ProxyTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sims, labels, log_weights, scale, margin, num_classes):
-        rows = torch.arange(len(labels), device=sims.device)
+        labels_column = labels.unsqueeze(1)
         neg_logits = torch.add(log_weights.unsqueeze(1) + scale * margin, sims, alpha=scale)
-        neg_logits[rows, labels] = -float("inf")
-        pos_logits = log_weights + scale * margin - scale * sims[rows, labels]
+        neg_logits.scatter_(1, labels_column, -float("inf"))
+        pos_logits = log_weights + scale * margin - scale * sims.gather(1, labels_column).squeeze(1)
         neg_shift = neg_logits.amax(dim=0).clamp_min(0)
         neg_sum = torch.exp(neg_logits - neg_shift).sum(dim=0)
         neg = neg_shift + torch.log(torch.exp(-neg_shift) + neg_sum)
@@ -62,8 +62,8 @@ class _ProxyTerms(torch.autograd.Function):
         scale = ctx.constants[0]
         # d neg_c / d A_ic = exp(A_ic - neg_c); the positive entries are -inf there, so 0.
         grad = torch.exp(neg_logits - neg).mul_(scale * grad_neg)
-        rows = torch.arange(len(labels), device=grad.device)
-        grad[rows, labels] = -scale * grad_pos[labels] * torch.exp(pos_logits - pos[labels])
+        pos_grad = -scale * grad_pos[labels] * torch.exp(pos_logits - pos[labels])
+        grad.scatter_(1, labels.unsqueeze(1), pos_grad.unsqueeze(1))
         return grad, None, None, None, None, None
 
 

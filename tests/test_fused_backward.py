@@ -6,6 +6,7 @@ import torch
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.losses import (
     InstanceLoss,
+    IntraPairVarianceLoss,
     NormalizedSoftmaxLoss,
     P2SGradLoss,
     ProxyAnchorLoss,
@@ -33,6 +34,7 @@ CASES = {
     # differentiate twice)
     "RankedListLoss": lambda e: RankedListLoss(margin=0.6, Tn=1.5, Tp=0.5, distance=LpDistance(power=2))(e, LABELS),
     "P2SGradLoss": lambda e: _double(_seeded(P2SGradLoss, 4, 3))(e, LABELS),
+    "IntraPairVarianceLoss": lambda e: IntraPairVarianceLoss(pos_eps=0.2, neg_eps=0.1)(e, LABELS),
 }
 
 
@@ -67,13 +69,16 @@ def test_replay_gives_a_tensor_used_twice_its_gradient_once():
 def test_ordinary_backward_keeps_the_closed_form(monkeypatch):
     import deepmetric.distances.cosine_matrix as cosine_module
     import deepmetric.losses.cosine_cross_entropy as ce_module
+    import deepmetric.losses.masked_squared_hinge as hinge_module
 
     def fail(*args):
         raise AssertionError("replayed without create_graph")
 
     monkeypatch.setattr(cosine_module, "replayed_gradients", fail)
     monkeypatch.setattr(ce_module, "replayed_gradients", fail)
+    monkeypatch.setattr(hinge_module, "replayed_gradients", fail)
     emb = torch.randn(6, 4, requires_grad=True)
     CosineSimilarity()(emb).sum().backward()
     NormalizedSoftmaxLoss(3, 4)(emb, LABELS).backward()
+    IntraPairVarianceLoss()(emb, LABELS).backward()
     assert torch.isfinite(emb.grad).all()

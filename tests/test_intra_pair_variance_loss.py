@@ -59,8 +59,8 @@ def test_default_distance_is_cosine():
     assert isinstance(IntraPairVarianceLoss().distance, CosineSimilarity)
 
 
-REDUCERS = [None, AvgNonZeroReducer(), SumReducer(), ThresholdReducer(low=0.001), MeanReducer(),
-            PerAnchorReducer()]
+REDUCERS = [None, AvgNonZeroReducer(), SumReducer(), ThresholdReducer(low=0.001),
+            ThresholdReducer(low=0.001, high=0.05), MeanReducer(), PerAnchorReducer()]
 
 
 @pytest.mark.parametrize("reducer", REDUCERS, ids=lambda r: type(r).__name__)

@@ -5,7 +5,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .reduction_shortcut import reduce_masked
+from .masked_squared_hinge import masked_squared_hinge
 
 
 class IntraPairVarianceLoss(GenericPairLoss):
@@ -44,14 +44,13 @@ class IntraPairVarianceLoss(GenericPairLoss):
         loss_dict = {}
         sides = zip(self._sub_loss_names(), masks, reductions, (self.pos_eps, self.neg_eps))
         for name, mask, reduction, eps in sides:
-            count = int(torch.count_nonzero(mask))
-            if count == 0:
+            if not bool(mask.any()):
                 loss_dict[name] = self.zero_loss()
                 continue
-            zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-            mean = torch.sum(torch.where(mask, mat, zero)) / count
-            losses = self._pair_losses(mat, mean, eps, name == "pos_loss")
-            loss_dict[name] = reduce_masked(losses, mask, reduction)
+            # variance_with_eps as sigma * s + beta * mean
+            increase = (name == "pos_loss") == self.distance.is_inverted
+            sigma, beta = (-1, 1 - eps) if increase else (1, -(1 + eps))
+            loss_dict[name] = masked_squared_hinge(mat, mask, sigma, beta, reduction)
         return loss_dict
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):

@@ -37,25 +37,23 @@ class BaseMiner(ModuleWithRecordsAndDistance):
 
     def output_assertion(self, output):
         """Check the tuple's lengths and set the counters (always, whatever collect_stats)."""
-        if len(output) == 3:
-            self.num_triplets = len(output[0])
+        sizes = [x.shape[0] for x in output]  # (shape[0] costs less than len() on a tensor)
+        if len(sizes) == 3:
+            self.num_triplets = sizes[0]
             require(
-                len(output[1]) == self.num_triplets and len(output[2]) == self.num_triplets,
-                f"{type(self).__name__} returned triplet index lists of different lengths: "
-                f"{[len(x) for x in output]}",
+                sizes[1] == sizes[0] == sizes[2],
+                f"{type(self).__name__} returned triplet index lists of different lengths: {sizes}",
             )
-        elif len(output) == 4:
-            self.num_pos_pairs = len(output[0])
-            self.num_neg_pairs = len(output[2])
+        elif len(sizes) == 4:
+            self.num_pos_pairs, self.num_neg_pairs = sizes[0], sizes[2]
             require(
-                len(output[1]) == self.num_pos_pairs and len(output[3]) == self.num_neg_pairs,
-                f"{type(self).__name__} returned pair index lists of mismatched lengths: "
-                f"{[len(x) for x in output]}",
+                sizes[1] == sizes[0] and sizes[3] == sizes[2],
+                f"{type(self).__name__} returned pair index lists of mismatched lengths: {sizes}",
             )
         else:
             raise TypeError(
                 f"{type(self).__name__} must return a tuple of 3 (triplets) or 4 (pairs) index "
-                f"tensors, got {len(output)}"
+                f"tensors, got {len(sizes)}"
             )
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):

@@ -94,6 +94,19 @@ def test_misses_say_by_how_much_and_the_cell_says_why(monkeypatch):
     assert targets.missed_cell(_entry(ours=_ok(1.0), theirs=_ok(2.0))) == "-"
 
 
+def test_a_missed_median_needs_a_reason_per_grid(monkeypatch):
+    from benchmarks import reasons
+
+    entries = [_entry("A", ours=_ok(1.0), theirs=_ok(2.0)), _entry("B", ours=_ok(1.0), theirs=_ok(1.5))]
+    text = grid.summary(entries)
+    assert "(target 3x: missed)" in text
+    assert text.endswith("misses without a recorded reason: the median (speed).")
+    monkeypatch.setitem(reasons.MEDIAN_WHY, "losses", "the reference is near its floor")
+    text = grid.summary(entries)
+    assert "(target 3x: missed; why: the reference is near its floor)" in text
+    assert "without a recorded reason" not in text
+
+
 def test_median_ceiling_bounds_the_median_speedup():
     from benchmarks import targets
 

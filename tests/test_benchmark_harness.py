@@ -98,6 +98,7 @@ def test_a_missed_median_needs_a_reason_per_grid(monkeypatch):
     from benchmarks import reasons
 
     entries = [_entry("A", ours=_ok(1.0), theirs=_ok(2.0)), _entry("B", ours=_ok(1.0), theirs=_ok(1.5))]
+    monkeypatch.delitem(reasons.MEDIAN_WHY, "losses", raising=False)
     text = grid.summary(entries)
     assert "(target 3x: missed)" in text
     assert text.endswith("misses without a recorded reason: the median (speed).")

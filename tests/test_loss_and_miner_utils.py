@@ -386,3 +386,13 @@ def test_random_triplets_match_reference_under_same_seed():
         torch.manual_seed(0)
         theirs = ref.get_random_triplet_indices(labels, r, t_per_anchor=t)
         assert lists(ours) == lists(theirs)
+
+
+def test_count_per_row_equals_a_row_sum_for_bool_float_and_strided_masks():
+    torch.manual_seed(0)
+    mask = torch.rand(7, 300) < 0.4
+    expected = mask.sum(dim=1)
+    for given in (mask, mask.float(), mask.T.contiguous().T):
+        counted = lmu.count_per_row(given)
+        assert counted.dtype == torch.long and torch.equal(counted, expected)
+    assert lmu.count_per_row(torch.zeros(2, 0, dtype=torch.bool)).tolist() == [0, 0]

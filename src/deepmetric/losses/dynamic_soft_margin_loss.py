@@ -180,7 +180,7 @@ class _TripletBlocks:
 
     def __init__(self, mat, pos_mask, neg_mask):
         self.mat, self.neg_mask = mat, neg_mask
-        pos_count = pos_mask.sum(dim=1)
+        pos_count = lmu.count_per_row(pos_mask)
         self.width = max(int(pos_count.max()), 1)
         self.pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, : self.width]
         arange = torch.arange(self.width, device=mat.device)

@@ -47,7 +47,7 @@ class FastAPLoss(BaseMetricLossFunction):
         dtype = embeddings.dtype
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
         pos_mask, neg_mask = lmu.get_label_masks(labels)
-        num_pos = pos_mask.sum(dim=1)
+        num_pos = lmu.count_per_row(pos_mask)
         has_pos = num_pos > 0
         if not bool(has_pos.any()):
             return self.zero_losses()

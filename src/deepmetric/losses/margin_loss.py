@@ -123,7 +123,7 @@ class MarginLoss(BaseMetricLossFunction):
 
     def _dense_loss(self, embeddings, labels, ref_emb, ref_labels):
         pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
-        num_pos, num_neg = pos_mask.sum(dim=1), neg_mask.sum(dim=1)
+        num_pos, num_neg = lmu.count_per_row(pos_mask), lmu.count_per_row(neg_mask)
         triplets_per_anchor = num_pos * num_neg
         num_triplets = int(triplets_per_anchor.sum())
         if num_triplets == 0:
@@ -141,8 +141,8 @@ class MarginLoss(BaseMetricLossFunction):
         total = torch.sum(pos_rows * num_neg.to(acc)) + torch.sum(neg_rows * num_pos.to(acc))
         # Counts in integers: the number of triplets exceeds float32's exact range.
         divisor = int(
-            torch.sum(((pos_loss > 0) & pos_mask).sum(dim=1) * num_neg)
-            + torch.sum(((neg_loss > 0) & neg_mask).sum(dim=1) * num_pos)
+            torch.sum(lmu.count_per_row((pos_loss > 0) & pos_mask) * num_neg)
+            + torch.sum(lmu.count_per_row((neg_loss > 0) & neg_mask) * num_pos)
         )
         loss_dict = {"margin_loss": self._reduced(total, "margin_loss", num_triplets, divisor, mat.dtype)}
         if not self.learn_beta:

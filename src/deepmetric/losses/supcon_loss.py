@@ -5,6 +5,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..reducers import AvgNonZeroReducer
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
 from .masked_logsumexp import accumulation_dtype, masked_logsumexp
 
@@ -39,7 +40,7 @@ class SupConLoss(GenericPairLoss):
             logits = -logits
         logits = logits / self.temperature
         log_denominator = masked_logsumexp(logits, pos_mask | neg_mask)
-        num_pos = pos_mask.sum(dim=1).to(logits.dtype)
+        num_pos = lmu.count_per_row(pos_mask).to(logits.dtype)
         pos_logit_sum = torch.where(pos_mask, logits, 0.0).sum(dim=1)
         # sum_j (z_ij - lse_i) over positives, divided as in the reference (tiny avoids 0 / 0).
         losses = -(pos_logit_sum - num_pos * log_denominator) / (num_pos + c_f.small_val(mat.dtype))

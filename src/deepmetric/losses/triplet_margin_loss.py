@@ -102,7 +102,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
         n, m = mat.shape
         acc_dtype = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
         # Positives of each anchor, packed to the left: pos_idx[i, :pos_count[i]].
-        pos_count = pos_mask.sum(dim=1)
+        pos_count = lmu.count_per_row(pos_mask)
         width = max(int(pos_count.max()), 1)
         pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, :width]
         pos_valid = torch.arange(width, device=mat.device).unsqueeze(0) < pos_count.unsqueeze(1)
@@ -119,7 +119,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
             )
             if reduction.low is None:
                 # plain sum/mean: every triplet counts, the inactive ones as zeros
-                active = int((pos_count * neg_mask.sum(dim=1)).sum())
+                active = int((pos_count * lmu.count_per_row(neg_mask)).sum())
             coef = (-sign * grad_x).to(mat.dtype)
             coef.scatter_add_(1, pos_idx, (sign * grad_t).to(mat.dtype))
             return value, active, coef

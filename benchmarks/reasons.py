@@ -38,13 +38,7 @@ WHY = {
         "of the N^2 anchor-negative distances among its anchor's 7 positive bounds: 7 comparison "
         "passes and two scatter-adds over the (N, N) matrix, forward and again for the gradient; at "
         "D=128 each such pass costs a sizeable fraction of the floor's three products (at N=4096, "
-        "D=512 the row is 2.5x its floor); the reference lists the triplets and is 7x slower"
-    ),
-    ("MarginLoss", "floor"): (
-        "at D=128 the time is elementwise work on the (N, N) matrix, not the products: Euclidean "
-        "distances (square root forward and backward), two hinges, the label masks, row sums and "
-        "the integer count of non-zero triplets, some 25 passes over 4 million entries; at N=4096, "
-        "D=512, where the products dominate, the row is 3.1x its floor"
+        "D=512 the row is 2.2x its floor); the reference lists the triplets and is 6x slower"
     ),
     ("RankedListLoss", "floor"): (
         "per (N, N) entry the loss needs two hinges, an exponential weight for every violating "

@@ -47,9 +47,7 @@ class IntraPairVarianceLoss(GenericPairLoss):
             if not bool(mask.any()):
                 loss_dict[name] = self.zero_loss()
                 continue
-            # variance_with_eps as sigma * s + beta * mean
-            increase = (name == "pos_loss") == self.distance.is_inverted
-            sigma, beta = (-1, 1 - eps) if increase else (1, -(1 + eps))
+            sigma, beta = self._hinge_coefficients(eps, self._should_increase(name == "pos_loss"))
             loss_dict[name] = masked_squared_hinge(mat, mask, sigma, beta, reduction)
         return loss_dict
 
@@ -73,16 +71,23 @@ class IntraPairVarianceLoss(GenericPairLoss):
         }
 
     def _pair_losses(self, values, mean, eps, positive):
-        # Positives should get closer than their mean and negatives farther; "closer" means a
-        # larger value for a similarity and a smaller one for a distance.
-        increase = positive == self.distance.is_inverted
+        increase = self._should_increase(positive)
         return torch.nn.functional.relu(self.variance_with_eps(values, mean, eps, increase)) ** 2
+
+    def _should_increase(self, positive):
+        """Positives should get closer than their mean and negatives farther; "closer" means a
+        larger value for a similarity and a smaller one for a distance."""
+        return positive == self.distance.is_inverted
+
+    @staticmethod
+    def _hinge_coefficients(eps, incentivize_increase):
+        """``(sigma, beta)`` with ``variance_with_eps = sigma * value + beta * mean``."""
+        return (-1, 1 - eps) if incentivize_increase else (1, -(1 + eps))
 
     def variance_with_eps(self, pairs, mean_sim, eps, incentivize_increase):
         """Signed excess over the tolerated mean, before the hinge."""
-        if incentivize_increase:
-            return (1 - eps) * mean_sim - pairs
-        return pairs - (1 + eps) * mean_sim
+        sigma, beta = self._hinge_coefficients(eps, incentivize_increase)
+        return beta * mean_sim + sigma * pairs
 
     def _sub_loss_names(self):
         return ["pos_loss", "neg_loss"]

@@ -17,18 +17,14 @@ selection, not differentiated, as in the plain formula).
 import torch
 
 from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
-
-
-def _kept_cells(hinges, mask, reduction):
-    kept = reduction.keep(hinges)
-    return mask if kept is None else kept & mask
+from .reduction_shortcut import already_reduced
 
 
 def _plain_masked_squared_hinge(mat, mask, sigma, beta, reduction):
     zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
     mean = torch.sum(torch.where(mask, mat, zero)) / int(torch.count_nonzero(mask))
     hinges = torch.nn.functional.relu(sigma * mat + beta * mean) ** 2
-    kept = _kept_cells(hinges, mask, reduction)
+    kept = reduction.kept_within(hinges, mask)
     total = torch.sum(torch.where(kept, hinges, zero))
     return total / max(int(torch.count_nonzero(kept)), 1) if reduction.kind == "mean" else total
 
@@ -44,7 +40,7 @@ class MaskedSquaredHinge(torch.autograd.Function):
         mask_count = int(torch.count_nonzero(mask))
         mean = torch.sum(torch.where(mask, mat, zero)) / mask_count
         hinge = torch.add(beta * mean, mat, alpha=sigma).clamp_min_(0)
-        kept = _kept_cells(hinge.square(), mask, reduction)
+        kept = reduction.kept_within(hinge.square(), mask)
         kept_count = torch.count_nonzero(kept)
         kept_hinge = torch.where(kept, hinge, zero).flatten()
         total = torch.dot(kept_hinge, kept_hinge)
@@ -73,6 +69,4 @@ def masked_squared_hinge(mat, mask, sigma, beta, reduction):
     """A loss-dict entry: the reduced squared hinges (``already_reduced``), or the zero entry
     when the reducer keeps no cell."""
     loss, kept_count = MaskedSquaredHinge.apply(mat, mask, float(sigma), float(beta), reduction)
-    if int(kept_count) == 0:
-        return {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
-    return {"losses": loss, "indices": None, "reduction_type": "already_reduced"}
+    return already_reduced(0 if int(kept_count) == 0 else loss)

@@ -35,6 +35,16 @@ class PlainReduction:
             kept = below if kept is None else kept & below
         return kept
 
+    def kept_within(self, losses, mask):
+        """The cells of the boolean ``mask`` whose loss this reduction keeps."""
+        kept = self.keep(losses)
+        return mask if kept is None else kept & mask
+
+
+def already_reduced(total):
+    """A loss-dict entry holding a reduced value (0 for the zero entry)."""
+    return {"losses": total, "indices": None, "reduction_type": "already_reduced"}
+
 
 def plain_reduction_for(loss, sub_loss_name="loss"):
     """The :class:`PlainReduction` that ``loss`` applies to ``sub_loss_name``, or ``None``."""
@@ -63,12 +73,11 @@ def reduce_masked(losses, mask, reduction):
     """Reduce the entries of the dense ``losses`` matrix where ``mask`` is True, without listing
     them. Returns a loss-dict entry: ``already_reduced``, or the zero entry when nothing is kept.
     """
-    kept = reduction.keep(losses)
-    kept = mask if kept is None else kept & mask
+    kept = reduction.kept_within(losses, mask)
     count = int(torch.count_nonzero(kept))
     if count == 0:
-        return {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
+        return already_reduced(0)
     total = torch.sum(torch.where(kept, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)))
     if reduction.kind == "mean":
         total = total / count
-    return {"losses": total, "indices": None, "reduction_type": "already_reduced"}
+    return already_reduced(total)

@@ -34,7 +34,7 @@ class GenericPairLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         if self.has_dense_pairs(labels, indices_tuple):
-            return self._loss_from_label_masks(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+            return self._loss_from_masks(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
         if all(len(x) <= 1 for x in indices_tuple):
             return self.zero_losses()
@@ -82,7 +82,7 @@ class GenericPairLoss(BaseMetricLossFunction):
             return None
         return a1, p, pos_mask, neg_mask
 
-    def _loss_from_label_masks(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+    def _loss_from_masks(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         masks = self.label_masks(labels, ref_labels, indices_tuple)
         if masks is None:
             return self.zero_losses()

@@ -40,7 +40,8 @@ class MaskedSquaredHinge(torch.autograd.Function):
         mask_count = int(torch.count_nonzero(mask))
         mean = torch.sum(torch.where(mask, mat, zero)) / mask_count
         hinge = torch.add(beta * mean, mat, alpha=sigma).clamp_min_(0)
-        kept = reduction.kept_within(hinge.square(), mask)
+        # (the squares are only needed to test them against the reduction's bounds)
+        kept = reduction.kept_within(hinge.square(), mask) if reduction.selects else mask
         kept_count = torch.count_nonzero(kept)
         kept_hinge = torch.where(kept, hinge, zero).flatten()
         total = torch.dot(kept_hinge, kept_hinge)

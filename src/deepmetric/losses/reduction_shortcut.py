@@ -26,6 +26,11 @@ class PlainReduction:
     low: float = None
     high: float = None
 
+    @property
+    def selects(self):
+        """True when the reduction keeps only some losses (it has a bound)."""
+        return self.low is not None or self.high is not None
+
     def keep(self, losses):
         kept = None
         if self.low is not None:

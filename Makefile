@@ -8,7 +8,7 @@ STAMP := $(VENV)/.deepmetric-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo bench lint fuzz clean
+.PHONY: install test conformance demo bench lint fuzz clean
 
 install: $(STAMP)
 
@@ -20,6 +20,18 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+
+# The reference library's own test suite, run against deepmetric through an import alias. It lives
+# beside the project (../shared/conformance), not in it: a user's clone has none and skips, CI must have it.
+CONFORMANCE := ../shared/conformance/run
+conformance: $(STAMP)
+	@if [ -x $(CONFORMANCE) ]; then \
+		PYTHON=$(PY) $(CONFORMANCE); \
+	elif [ "$${CI:-}" = "true" ]; then \
+		echo "conformance: $(CONFORMANCE) not found, and CI=true requires it"; exit 1; \
+	else \
+		echo "conformance: $(CONFORMANCE) not found (it is not part of a clone); skipped"; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m deepmetric train --output runs/demo

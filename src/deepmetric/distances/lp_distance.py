@@ -2,6 +2,7 @@
 
 import torch
 
+from ..ops.squared_euclidean import squared_euclidean
 from ..utils.errors import require
 from .base_distance import BaseDistance
 
@@ -10,24 +11,18 @@ class LpDistance(BaseDistance):
     """``mat[i, j] = ||q_i - r_j||_p`` (raised to ``power``).
 
     With the defaults (``p=2``, normalised rows) this is the Euclidean distance between unit
-    vectors, in ``[0, 2]``; ``LpDistance(power=2)`` is squared Euclidean, in ``[0, 4]``.
+    vectors, in ``[0, 2]``; ``LpDistance(power=2)`` is squared Euclidean, in ``[0, 4]``, computed
+    directly as ``|q|^2 + |r|^2 - 2 q.r`` (clamped at 0) instead of squaring a square root.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         require(not self.is_inverted, "LpDistance is a distance: is_inverted must be False")
 
-    def is_plain_squared_euclidean_of_unit_rows(self, query_emb, ref_emb=None):
-        """True when this computes exactly ``||q/|q| - r/|r| ||^2 = 2 - 2 cos`` for these inputs
-        (normalised rows, p=2, power 2, nothing overridden, no statistics)."""
-        return self.power == 2 and self._unit_rows_fusable(query_emb, ref_emb, LpDistance)
-
-    def forward(self, query_emb, ref_emb=None):
-        if not self.is_plain_squared_euclidean_of_unit_rows(query_emb, ref_emb):
-            return super().forward(query_emb, ref_emb)
-        # Squared Euclidean distance between unit rows is 2 - 2 cos: one fused product instead of
-        # cdist's norms, square root and square (and their backward passes).
-        return self._fused_cosine(query_emb, ref_emb).mul(-2).add_(2).clamp_min_(0)
+    def compute_powered_mat(self, query_emb, ref_emb):
+        if self.p == 2 and self.power == 2:
+            return squared_euclidean(query_emb, ref_emb)
+        return super().compute_powered_mat(query_emb, ref_emb)
 
     def compute_mat(self, query_emb, ref_emb):
         if query_emb.dtype in (torch.float16, torch.bfloat16):

@@ -7,7 +7,8 @@ from ..distances import CosineSimilarity
 from ..reducers import AvgNonZeroReducer
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, masked_logsumexp
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import masked_logsumexp
 
 
 class CircleLoss(GenericPairLoss):

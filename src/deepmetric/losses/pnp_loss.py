@@ -5,7 +5,7 @@ import torch
 
 from ..distances import CosineSimilarity
 from ..utils import common_functions as c_f
-from ._sigmoid_ranks import sigmoid_rank_sums
+from ..ops.sigmoid_ranks import sigmoid_rank_sums
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # The reference clamps the sigmoid argument to this range (gradient 0 outside).

@@ -7,10 +7,11 @@ from ..distances import CosineSimilarity
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
+from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from ..ops.dtypes import accumulation_dtype
+from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 
 

@@ -11,7 +11,8 @@ from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from ..ops.dtypes import accumulation_dtype
+from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 
 

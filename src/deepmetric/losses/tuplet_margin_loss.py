@@ -6,7 +6,6 @@ import torch
 
 from ..distances import CosineSimilarity
 from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -37,27 +36,27 @@ class TupletMarginLoss(GenericPairLoss):
         self.add_to_recordable_attributes(list_of_names=["margin", "scale"], is_stat=False)
         self.add_to_recordable_attributes(list_of_names=["avg_pos_angle", "avg_neg_angle"], is_stat=True)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        if self.has_dense_pairs(labels, indices_tuple):
-            found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
-            if found is None:
-                return self.zero_losses()
-            a1, p, pos_mask, neg_mask = found
-            mat = self.distance(embeddings, ref_emb)
-            scaled = (self.scale * mat).masked_fill(~neg_mask, c_f.neg_inf(mat.dtype))
-            neg_lse = torch.logsumexp(scaled, dim=1)
-            neg_values = (mat, neg_mask)
-        else:
-            a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
-            if all(len(x) <= 1 for x in (a1, p, a2, n)) or len(a1) == 0 or len(a2) == 0:
-                return self.zero_losses()
-            mat = self.distance(embeddings, ref_emb)
-            neg_lse = _lse_per_anchor(self.scale * mat[a2, n], a2, embeddings.shape[0])
-            neg_values = (mat[a2, n], None)
-        pos = mat[a1, p]
-        self.set_stats(pos, *neg_values)
-        losses = torch.nn.functional.softplus(neg_lse[a1] - self.scale * self._cos_with_margin(pos))
+    def masked_pair_loss(self, mat, masks):
+        found = masks.positive_pairs_if_any_negative()
+        if found is None:
+            return self.zero_losses()
+        a1, p = found
+        scaled = (self.scale * mat).masked_fill(~masks.neg, c_f.neg_inf(mat.dtype))
+        neg_lse = torch.logsumexp(scaled, dim=1)
+        if self.collect_stats:  # (the negatives' listing is only needed for the statistics)
+            self.set_stats(mat[a1, p], mat[masks.neg])
+        return self._pair_losses(mat[a1, p], neg_lse[a1], a1, p)
+
+    def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
+        a1, p, a2, n = indices_tuple
+        if len(a1) == 0 or len(a2) == 0:
+            return self.zero_losses()
+        neg_lse = _lse_per_anchor(self.scale * neg_pairs, a2, int(max(a1.max(), a2.max())) + 1)
+        self.set_stats(pos_pairs, neg_pairs)
+        return self._pair_losses(pos_pairs, neg_lse[a1], a1, p)
+
+    def _pair_losses(self, pos, neg_lse, a1, p):
+        losses = torch.nn.functional.softplus(neg_lse - self.scale * self._cos_with_margin(pos))
         return {"loss": {"losses": losses, "indices": (a1, p), "reduction_type": "pos_pair"}}
 
     def _cos_with_margin(self, cos):
@@ -67,11 +66,10 @@ class TupletMarginLoss(GenericPairLoss):
         sin = torch.sqrt(torch.clamp(1 - cos**2, min=torch.finfo(cos.dtype).eps))
         return cos * math.cos(self.margin) + sin * math.sin(self.margin)
 
-    def set_stats(self, pos, neg, neg_mask):
+    def set_stats(self, pos, neg):
         if not self.collect_stats:
             return
         with torch.no_grad():
-            neg = neg[neg_mask] if neg_mask is not None else neg
             self.avg_pos_angle = math.degrees(torch.mean(torch.acos(torch.clamp(pos, -1, 1))).item())
             self.avg_neg_angle = math.degrees(torch.mean(torch.acos(torch.clamp(neg, -1, 1))).item())
 

@@ -5,7 +5,7 @@ import torch
 
 from ..utils import common_functions as c_f
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype
+from ..ops.dtypes import accumulation_dtype
 
 
 class VICRegLoss(BaseMetricLossFunction):

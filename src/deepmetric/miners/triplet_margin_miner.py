@@ -5,7 +5,7 @@ import math
 import torch
 
 from ..utils import loss_and_miner_utils as lmu
-from ._blocked_triplets import select_triplets
+from ..ops.blocked_triplets import select_triplets
 from .base_miner import BaseMiner
 
 

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import torch
 
+from ..ops import dtypes as _dtypes
 from .errors import ArgumentError
 
 LOGGER_NAME = "PML"
@@ -30,18 +31,7 @@ def set_logger_name(name):
 
 # ----------------------------------------------------------------------------------------------
 # dtype-aware finite sentinels: +-inf would overflow to NaN in float16 arithmetic.
-
-
-def pos_inf(dtype):
-    return torch.finfo(dtype).max
-
-
-def neg_inf(dtype):
-    return torch.finfo(dtype).min
-
-
-def small_val(dtype):
-    return torch.finfo(dtype).tiny
+pos_inf, neg_inf, small_val = _dtypes.pos_inf, _dtypes.neg_inf, _dtypes.small_val
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from deepmetric.ops import blocked_triplets
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity, LpDistance, SNRDistance
 from deepmetric.losses import ContrastiveLoss, TripletMarginLoss
+from deepmetric.ops import blocked_triplets
 from deepmetric.reducers import (
     AvgNonZeroReducer,
     DoNothingReducer,

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from deepmetric.ops import blocked_triplets
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.losses import DynamicSoftMarginLoss
 from deepmetric.losses.dynamic_soft_margin_loss import find_hard_negatives
 from deepmetric.miners import MultiSimilarityMiner, TripletMarginMiner
+from deepmetric.ops import blocked_triplets
 from deepmetric.reducers import DoNothingReducer
 from deepmetric.utils import loss_and_miner_utils as lmu
 

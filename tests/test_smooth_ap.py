@@ -11,8 +11,8 @@ import deepmetric.ops.sigmoid_ranks as ranks_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import DotProductSimilarity, LpDistance
 from deepmetric.losses import SmoothAPLoss
-from deepmetric.ops.sigmoid_ranks import sigmoid_rank_sums
 from deepmetric.miners import MultiSimilarityMiner
+from deepmetric.ops.sigmoid_ranks import sigmoid_rank_sums
 from deepmetric.reducers import DoNothingReducer
 
 

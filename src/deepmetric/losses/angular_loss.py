@@ -5,6 +5,7 @@ import math
 import torch
 
 from ..distances import LpDistance
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
@@ -56,7 +57,7 @@ class AngularLoss(BaseMetricLossFunction):
         anchors = self.distance.normalize(embeddings)
         refs = self.distance.normalize(ref_emb)
         # Half precision would overflow in exp(); the pair-by-reference work runs in float32.
-        work = torch.float32 if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings.dtype
+        work = accumulation_dtype(embeddings.dtype)
         anchor_ref = (anchors @ ref_emb.t()).to(work)
         ref_ref = (refs @ ref_emb.t()).to(work)
         if 8 * len(a1) < anchors.shape[0] * refs.shape[0]:

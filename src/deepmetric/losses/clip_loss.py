@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..ops.dtypes import accumulation_dtype
 from ..utils.errors import require
 from ..utils.module_with_records import ModuleWithRecords
 from ..utils.validation import check_embeddings
@@ -96,7 +97,7 @@ class CLIPLoss(ModuleWithRecords):
         self._check_inputs(image_embeddings, text_embeddings)
         self.reset_stats()
         world_size = _world_size() if self.gather_distributed else 1
-        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        compute_dtype = accumulation_dtype(image_embeddings.dtype)
         device_type = image_embeddings.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             if world_size > 1:
@@ -117,7 +118,7 @@ class CLIPLoss(ModuleWithRecords):
     def get_logits(self, image_embeddings, text_embeddings):
         """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
         self._check_inputs(image_embeddings, text_embeddings, same_rows=False)
-        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        compute_dtype = accumulation_dtype(image_embeddings.dtype)
         with torch.autocast(device_type=image_embeddings.device.type, enabled=False):
             cosines = self._cosines(image_embeddings, text_embeddings, compute_dtype)
             return self._clamped_scale(compute_dtype) * cosines
@@ -152,11 +153,6 @@ class CLIPLoss(ModuleWithRecords):
                 "image_embeddings and text_embeddings must have the same dtype, got "
                 f"{image_embeddings.dtype} and {text_embeddings.dtype}"
             )
-
-
-def _compute_dtype(dtype):
-    # Half precision loses the logits' resolution and overflows exp: accumulate in float32.
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _symmetric_cross_entropy(logits):

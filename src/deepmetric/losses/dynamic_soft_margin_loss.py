@@ -13,6 +13,7 @@ from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
 from .base_metric_loss_function import BaseMetricLossFunction
 
+
 def find_hard_negatives(dmat):
     """``(pos, neg)`` of a square matrix of (anchor i, positive i) distances: ``pos`` is the
     diagonal, ``neg[i]`` the smallest off-diagonal entry of row i or column i. The diagonal of
@@ -145,6 +146,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
 
         sums, count = reduce_triplets(per_bin_sums, pos_mask, neg_mask, mat)
         mass, value_sums = sums[:nb], sums[nb:]
-        hist = self._updated_histogram((1.0 - self._momentum()) * self.hist_.to(dtype) + self._momentum() * mass, mat.dtype)
+        momentum = self._momentum()
+        hist = self._updated_histogram((1.0 - momentum) * self.hist_.to(dtype) + momentum * mass, mat.dtype)
         loss = torch.sum(torch.cumsum(hist, 0) * value_sums) / count
         return {"loss": {"losses": loss.to(mat.dtype), "indices": None, "reduction_type": "already_reduced"}}

@@ -36,10 +36,10 @@ class IntraPairVarianceLoss(GenericPairLoss):
 
     def masked_pair_loss(self, mat, masks):
         loss_dict = {}
-        for name, mask, eps in zip(self._sub_loss_names(), (masks.pos, masks.neg), (self.pos_eps, self.neg_eps)):
-            sigma, beta = self._hinge_coefficients(eps, self._should_increase(name == "pos_loss"))
-            reduction_type = name.replace("loss", "pair")
-            loss_dict[name] = _SquaredHingeTerms(mat, mask, sigma, beta, reduction_type).entry()
+        sides = (("pos", masks.pos, self.pos_eps), ("neg", masks.neg, self.neg_eps))
+        for side, mask, eps in sides:
+            sigma, beta = self._hinge_coefficients(eps, self._should_increase(side == "pos"))
+            loss_dict[f"{side}_loss"] = _SquaredHingeTerms(mat, mask, sigma, beta, f"{side}_pair").entry()
         return loss_dict
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):

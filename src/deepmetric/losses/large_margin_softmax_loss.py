@@ -12,14 +12,15 @@ import numbers
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.angles import safe_acos
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from ..ops.angles import safe_acos
-from ..ops.dtypes import accumulation_dtype
 from .mixins import WeightRegularizerMixin
+
 
 def check_positive_int(owner, name, value):
     require(

@@ -4,10 +4,10 @@ Defense of the Triplet Loss for Person Re-Identification", 2017 (page 4)."""
 
 import torch
 
-from ..utils import common_functions as c_f
-from .generic_pair_loss import GenericPairLoss
 from ..ops.dtypes import accumulation_dtype
 from ..ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
+from ..utils import common_functions as c_f
+from .generic_pair_loss import GenericPairLoss
 
 
 class LiftedStructureLoss(GenericPairLoss):

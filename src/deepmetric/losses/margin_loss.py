@@ -9,6 +9,7 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
 
+
 class MarginLoss(BaseMetricLossFunction):
     """Positives within ``beta - margin`` of the anchor, negatives beyond ``beta + margin``.
 
@@ -109,8 +110,8 @@ class MarginLoss(BaseMetricLossFunction):
             reg_loss = self.compute_reg_loss(beta.view(-1)[:1], None, divisor)
         elif self.learn_beta:
             # one beta per anchor class, once per triplet of that anchor
-            beta_terms = (beta * self.nu).expand_as(mat)
-            reg_terms = SeparableTripletTerms(beta_terms, torch.zeros_like(mat), pos_mask, neg_mask, "element")
+            beta_terms, nothing = (beta * self.nu).expand_as(mat), torch.zeros_like(mat)
+            reg_terms = SeparableTripletTerms(beta_terms, nothing, pos_mask, neg_mask, "element")
             reg_loss = reg_terms.entry(divisor=divisor)
         return {"margin_loss": terms.entry(divisor=divisor), "beta_reg_loss": reg_loss}
 

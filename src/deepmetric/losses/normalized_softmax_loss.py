@@ -4,11 +4,11 @@ Learning", BMVC 2019, https://arxiv.org/abs/1811.12649)."""
 import torch
 
 from ..distances import DotProductSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from ..ops.dtypes import accumulation_dtype
 from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 

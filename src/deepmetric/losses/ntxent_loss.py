@@ -7,10 +7,10 @@ import math
 import torch
 
 from ..distances import CosineSimilarity
-from ..utils import common_functions as c_f
-from .generic_pair_loss import GenericPairLoss
 from ..ops.dtypes import accumulation_dtype
 from ..ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
+from ..utils import common_functions as c_f
+from .generic_pair_loss import GenericPairLoss
 
 
 class NTXentLoss(GenericPairLoss):

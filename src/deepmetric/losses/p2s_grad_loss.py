@@ -3,13 +3,13 @@ Models", CVPR 2019, https://arxiv.org/abs/1905.02479)."""
 
 import torch
 
+from ..ops.dtypes import accumulation_dtype
+from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..ops.unit_rows import unit_rows, unit_rows_backward
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
-from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from ..ops.dtypes import accumulation_dtype
 from .large_margin_softmax_loss import check_positive_int
 
 

@@ -4,13 +4,13 @@ https://arxiv.org/abs/2003.13911)."""
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
+from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from ..ops.dtypes import accumulation_dtype
 from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 

@@ -6,10 +6,10 @@ import warnings
 import torch
 
 from ..distances import LpDistance
+from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
-from ..ops.fused_backward import replayed_gradients, wants_graph_of_gradient
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # Added once per column to each row's weight sum, so rows without violations divide by a

@@ -66,7 +66,8 @@ class TripletMarginLoss(BaseMetricLossFunction):
         if self.smooth_loss:
             terms = TripletTerms((mat,), pos_mask, neg_mask, per_triplet)
         else:
-            terms = HingeTripletTerms(mat, pos_mask, neg_mask, per_triplet, self.distance.is_inverted, self.margin)
+            inverted = self.distance.is_inverted
+            terms = HingeTripletTerms(mat, pos_mask, neg_mask, per_triplet, inverted, self.margin)
         return {"loss": terms.entry()}
 
     def per_triplet_loss(self, ap_dists, an_dists):

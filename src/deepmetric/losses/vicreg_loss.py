@@ -3,9 +3,9 @@ Self-Supervised Learning", ICLR 2022, https://arxiv.org/abs/2105.04906)."""
 
 import torch
 
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from .base_metric_loss_function import BaseMetricLossFunction
-from ..ops.dtypes import accumulation_dtype
 
 
 class VICRegLoss(BaseMetricLossFunction):

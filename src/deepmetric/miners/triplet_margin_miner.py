@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from ..utils import loss_and_miner_utils as lmu
 from ..ops.blocked_triplets import select_triplets
+from ..utils import loss_and_miner_utils as lmu
 from .base_miner import BaseMiner
 
 

@@ -103,7 +103,8 @@ class _ReducedTriplets(torch.autograd.Function):
         pos_mask, neg_mask, *matrices = ctx.saved_tensors
         wanted = [i for i in range(len(matrices)) if ctx.needs_input_grad[3 + i]]
         if torch.is_grad_enabled():
-            return None, None, None, *_replayed_gradients(ctx.reduce_chunk, pos_mask, neg_mask, matrices, wanted, grad)
+            replayed = _replayed_gradients(ctx.reduce_chunk, pos_mask, neg_mask, matrices, wanted, grad)
+            return None, None, None, *replayed
         grads = [torch.zeros_like(m) if i in wanted else None for i, m in enumerate(matrices)]
         for a, p in _chunks(pos_mask):
             # Gradients with respect to the chunk's gathered values, scattered back: only the

@@ -117,18 +117,19 @@ def _kept_triplets(mat, pos_mask, neg_mask, sign, margin, low, high):
     def h(x):
         return (c + x) + margin
 
-    inf = torch.tensor(torch.inf, dtype=dtype, device=mat.device)
+    inf = torch.tensor(torch.inf, dtype=acc, device=mat.device)
     # x > theta keeps v > low; x >= phi drops v >= high. Padded positives keep nothing.
-    theta = _last_at_most(h, low, low - margin - c)
-    theta = torch.where(pos_valid, theta, inf).to(acc)
+    theta = _last_at_most(h, low, low - margin - c).to(acc)
+    theta = torch.where(pos_valid, theta, inf)
     x = (-sign * mat).to(acc)
     count_p, sum_p, per_negative = _above_bounds(theta, x, neg_mask, strictly=True)
     if high is not None:
-        phi = torch.nextafter(_last_at_most(h, torch.nextafter(torch.tensor(high, dtype=dtype), -inf).item(),
-                                            high - margin - c), inf)
+        # v < high (compared in the matrix's dtype) is v <= the float just below high
+        below_high = torch.nextafter(torch.tensor(high, dtype=dtype), torch.tensor(-torch.inf, dtype=dtype))
+        phi = torch.nextafter(_last_at_most(h, below_high.item(), high - margin - c).to(acc), inf)
         # never below theta's successor: then nothing is kept (and no count goes negative)
-        phi = torch.maximum(phi.to(acc), torch.nextafter(theta, inf.to(acc)))
-        phi = torch.where(pos_valid, phi, inf.to(acc))
+        phi = torch.maximum(phi, torch.nextafter(theta, inf))
+        phi = torch.where(pos_valid, phi, inf)
         over_p, over_sum_p, over_negative = _above_bounds(phi, x, neg_mask, strictly=False)
         count_p, sum_p, per_negative = count_p - over_p, sum_p - over_sum_p, per_negative - over_negative
     t = torch.where(pos_valid, c.to(acc) + margin, 0)
@@ -164,5 +165,6 @@ def hinge_triplet_sums(mat, pos_mask, neg_mask, sign, margin, low=0.0, high=None
     """
     if low is None or low < 0:
         raise ValueError(f"hinge_triplet_sums needs low >= 0, got {low}")
-    total, count = _HingeTripletSum.apply(mat, pos_mask, neg_mask, float(sign), float(margin), float(low), high)
+    low, sign, margin = float(low), float(sign), float(margin)
+    total, count = _HingeTripletSum.apply(mat, pos_mask, neg_mask, sign, margin, low, high)
     return total, int(count)

@@ -9,7 +9,6 @@ import torch
 
 from .dtypes import neg_inf
 
-
 # Below this fraction of kept entries the kept values are gathered and reduced as a list:
 # exp is then taken only where it matters (typically the few positives of each anchor).
 _SPARSE_FRACTION = 0.125

@@ -67,7 +67,8 @@ class _MaskedSquaredHingeSum(torch.autograd.Function):
         sigma, beta, low, high, mask_count = ctx.constants
         if wants_graph_of_gradient():
             inputs = (mat, mask, sigma, beta, low, high)
-            return *replayed_gradients(_plain_masked_squared_hinge_sum, inputs, grad)[:2], None, None, None, None
+            grad_mat = replayed_gradients(_plain_masked_squared_hinge_sum, inputs, grad)[0]
+            return grad_mat, None, None, None, None, None
         scale = grad * 2
         through_mean = scale * (beta / mask_count) * kept_hinge.sum()
         grad_mat = kept_hinge.view_as(mat).mul(scale * sigma).add_(through_mean)

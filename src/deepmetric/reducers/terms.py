@@ -45,17 +45,21 @@ def within(values, low=None, high=None):
 def materialized(loss_dict):
     """The loss dict with every lazy entry listed, as the reference would have built it (the
     same dict object when nothing is lazy)."""
-    if not any(isinstance(entry, dict) and isinstance(entry.get("losses"), Terms) for entry in loss_dict.values()):
+    if not any(_is_lazy(entry) for entry in loss_dict.values()):
         return loss_dict
     return {name: materialized_entry(entry) for name, entry in loss_dict.items()}
 
 
 def materialized_entry(entry):
-    terms = entry["losses"] if isinstance(entry, dict) else None
-    if not isinstance(terms, Terms):
+    """One loss-dict entry with lazy terms listed (the entry itself otherwise)."""
+    if not _is_lazy(entry):
         return entry
-    losses, indices = terms.materialize()
+    losses, indices = entry["losses"].materialize()
     return {**entry, "losses": losses, "indices": indices}
+
+
+def _is_lazy(entry):
+    return isinstance(entry, dict) and isinstance(entry.get("losses"), Terms)
 
 
 class Terms:
@@ -206,11 +210,12 @@ class HingeTripletTerms(TripletTerms):
         self.margin = margin
 
     def kept_sum(self, low=None, high=None):
+        hinges = (self.matrices[0], self.pos_mask, self.neg_mask, self.sign, self.margin)
         if low is not None and low >= 0:
-            return hinge_triplet_sums(self.matrices[0], self.pos_mask, self.neg_mask, self.sign, self.margin, low, high)
+            return hinge_triplet_sums(*hinges, low, high)
         if low is None and high is None:
             # every term counts; those with v <= 0 add zero to the sum
-            return hinge_triplet_sums(self.matrices[0], self.pos_mask, self.neg_mask, self.sign, self.margin)[0], len(self)
+            return hinge_triplet_sums(*hinges)[0], len(self)
         return super().kept_sum(low, high)
 
 
@@ -238,8 +243,9 @@ class SeparableTripletTerms(TripletTerms):
         if low is None:
             return total, len(self)
         # a sum of two non-negative parts is > 0 unless both parts are 0
-        both_zero = count_per_row(self.pos_mask & (pos_terms == 0)) * count_per_row(self.neg_mask & (neg_terms == 0))
-        return total, len(self) - int(both_zero.sum())
+        zero_pos = count_per_row(self.pos_mask & (pos_terms == 0))
+        zero_neg = count_per_row(self.neg_mask & (neg_terms == 0))
+        return total, len(self) - int(torch.sum(zero_pos * zero_neg))
 
 
 def _sum_of_parts(ap, an, anchors):

@@ -5,6 +5,7 @@ import math
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.masked_logsumexp import grouped_logsumexp
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
 
@@ -51,7 +52,7 @@ class TupletMarginLoss(GenericPairLoss):
         a1, p, a2, n = indices_tuple
         if len(a1) == 0 or len(a2) == 0:
             return self.zero_losses()
-        neg_lse = _lse_per_anchor(self.scale * neg_pairs, a2, int(max(a1.max(), a2.max())) + 1)
+        neg_lse, _ = grouped_logsumexp(self.scale * neg_pairs, a2, int(max(a1.max(), a2.max())) + 1)
         self.set_stats(pos_pairs, neg_pairs)
         return self._pair_losses(pos_pairs, neg_lse[a1], a1, p)
 
@@ -75,16 +76,3 @@ class TupletMarginLoss(GenericPairLoss):
 
     def get_default_distance(self):
         return CosineSimilarity()
-
-
-def _lse_per_anchor(values, anchors, num_anchors):
-    """``log sum exp`` of ``values`` grouped by ``anchors``; a very negative finite value for
-    anchors without any value (so their loss is exactly 0 with a zero, not NaN, gradient)."""
-    floor = c_f.neg_inf(values.dtype)
-    with torch.no_grad():
-        peak = torch.full((num_anchors,), floor, dtype=values.dtype, device=values.device)
-        peak = peak.scatter_reduce(0, anchors, values, reduce="amax")
-    sums = torch.zeros_like(peak).index_add(0, anchors, torch.exp(values - peak[anchors]))
-    present = sums > 0
-    safe_sums = torch.where(present, sums, torch.ones_like(sums))
-    return torch.where(present, peak + torch.log(safe_sums), floor)

@@ -18,12 +18,18 @@ import torch
 CELLS_PER_BLOCK = 2**22
 
 
+def chunk_bounds(num_pairs, num_cols):
+    """``[(start, end), ...]`` chunks of ``num_pairs`` listed pairs such that a chunk times
+    ``num_cols`` fits ``CELLS_PER_BLOCK`` cells."""
+    step = max(1, CELLS_PER_BLOCK // max(1, num_cols))
+    return [(s, min(s + step, num_pairs)) for s in range(0, num_pairs, step)]
+
+
 def positive_pair_blocks(pos_mask):
     """Yield ``(a, p)`` chunks of the positive pairs, sized so a chunk times ``M`` fits a block."""
     a, p = torch.where(pos_mask)
-    step = max(1, CELLS_PER_BLOCK // max(1, pos_mask.shape[1]))
-    for start in range(0, len(a), step):
-        yield a[start : start + step], p[start : start + step]
+    for start, end in chunk_bounds(len(a), pos_mask.shape[1]):
+        yield a[start:end], p[start:end]
 
 
 def select_triplets(pos_mask, neg_mask, keep_fn):

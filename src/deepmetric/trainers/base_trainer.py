@@ -23,6 +23,9 @@ class BaseTrainer:
     defined by the subclass's ``calculate_loss``, weights and sums them into ``total_loss``,
     back-propagates, clips gradients and steps the optimizers; schedulers and hooks run at
     iteration and epoch ends. The arguments are those of pytorch-metric-learning's trainers.
+    A ``sampler`` that is a ``torch.utils.data.BatchSampler`` (``HierarchicalSampler``, say)
+    decides whole batches: it becomes the ``DataLoader``'s ``batch_sampler`` and ``batch_size``
+    is not used (``c_f.get_train_dataloader``).
 
     Keyword-only additions:
 

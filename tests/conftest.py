@@ -3,6 +3,7 @@
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,19 @@ def tolerance(dtype):
     if dtype == torch.float32:
         return 1e-5, 1e-6
     return 1e-10, 1e-12
+
+
+@pytest.fixture
+def seed_both(monkeypatch):
+    """``seed_both(s)`` gives deepmetric's and the reference's ``c_f.NUMPY_RANDOM`` each a
+    ``RandomState(s)`` (two generators in the same state) and calls ``torch.manual_seed(s)``;
+    both modules get their generator back after the test. Skips without the reference."""
+    theirs = pytest.importorskip("pytorch_metric_learning.utils.common_functions")
+    from deepmetric.utils import common_functions as ours
+
+    def seed(s):
+        monkeypatch.setattr(ours, "NUMPY_RANDOM", np.random.RandomState(s))
+        monkeypatch.setattr(theirs, "NUMPY_RANDOM", np.random.RandomState(s))
+        torch.manual_seed(s)
+
+    return seed

@@ -197,6 +197,26 @@ def test_get_labels_to_indices():
     assert isinstance(d[5], np.ndarray)
 
 
+def test_get_labels_to_indices_keeps_the_order_of_first_appearance():
+    d = c_f.get_labels_to_indices(["b", "a", "b", "c", "a"])
+    assert list(d) == ["b", "a", "c"] and d["a"].tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_safe_random_choice_and_labels_to_indices_equal_the_reference(seed_both, seed):
+    from pytorch_metric_learning.utils import common_functions as ref
+
+    seed_both(seed)
+    for data, size in ((np.arange(10), 4), ([3, 1, 2], 7), (torch.arange(6), 6), (np.array([5]), 2)):
+        ours = c_f.safe_random_choice(data, size)
+        assert np.array_equal(ours, ref.safe_random_choice(data, size)) and len(ours) == size
+    labels = np.random.RandomState(seed).randint(-3, 9, size=40)
+    for given in (labels, labels.tolist(), torch.from_numpy(labels), labels.astype(str)):
+        ours, theirs = c_f.get_labels_to_indices(given), ref.get_labels_to_indices(given)
+        assert list(ours) == list(theirs)
+        assert all(np.array_equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype for k in ours)
+
+
 def test_make_label_to_rank_dict():
     assert c_f.make_label_to_rank_dict([13, 5, 12, 10]) == {5: 0, 10: 1, 12: 2, 13: 3}
     assert c_f.make_label_to_rank_dict(["dog", "cat", "monkey"]) == {"cat": 0, "dog": 1, "monkey": 2}

@@ -5,6 +5,7 @@ from _miner_helpers import reference_miner
 from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.miners import DistanceWeightedMiner
+from deepmetric.utils import loss_and_miner_utils as lmu
 from deepmetric.utils.errors import ArgumentError
 
 
@@ -64,15 +65,13 @@ def test_other_distances_are_rejected(distance):
 
 
 def test_sampler_follows_the_weights_and_excludes_the_anchor():
-    from deepmetric.miners.distance_weighted_miner import sample_triplets
-
     labels = torch.tensor([0, 0, 0, 1, 1])
     weights = torch.zeros(5, 5)
-    weights[:3, 3], weights[:3, 4] = 1.0, 3.0  # class-0 anchors: negative 4 three times as likely
+    weights[:3, 3], weights[:3, 4] = 0.25, 0.75  # class-0 anchors: negative 4 three times as likely
     torch.manual_seed(0)
     a_all, p_all, n_all = [], [], []
     for _ in range(400):
-        a, p, n = sample_triplets(labels, labels, weights, same_set=True)
+        a, p, n = lmu.get_random_triplet_indices(labels, labels, weights=weights)
         a_all.append(a), p_all.append(p), n_all.append(n)
     a, p, n = torch.cat(a_all), torch.cat(p_all), torch.cat(n_all)
     # Rows 3 and 4 have zero weights: no triplets. Rows 0-2: 3 triplets each (class size).
@@ -84,21 +83,39 @@ def test_sampler_follows_the_weights_and_excludes_the_anchor():
 
 
 def test_sampler_with_a_separate_reference_set():
-    from deepmetric.miners.distance_weighted_miner import sample_triplets
-
     labels, ref_labels = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1, 0])
-    weights = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.float32)
-    a, p, n = sample_triplets(labels, ref_labels, weights, same_set=False)
+    weights = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.float32) / 2
+    a, p, n = lmu.get_random_triplet_indices(labels, ref_labels, weights=weights)
     # anchor 0: 2 members of class 0 in the reference; anchor 1: 2; anchor 2 has no positive.
     assert sorted(a.tolist()) == [0, 0, 1, 1]
     assert bool((labels[a] == ref_labels[p]).all()) and bool((labels[a] != ref_labels[n]).all())
 
 
-@requires_reference
-def test_same_triplet_count_and_anchor_set_as_reference(dtype):
-    emb, labels = _batch(dtype, n=40, d=16)
+def test_an_anchor_whose_negatives_are_all_beyond_the_cutoff_gets_no_triplet():
+    # Anchor 2 (class 1) is at distance 2 from every class-0 item: weight 0, no triplet.
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
     torch.manual_seed(0)
-    out = DistanceWeightedMiner(nonzero_loss_cutoff=1.6)(emb, labels)
-    ref = reference_miner("DistanceWeightedMiner", nonzero_loss_cutoff=1.6)(emb, labels)
-    assert len(out[0]) == len(ref[0]) > 0
-    assert sorted(out[0].tolist()) == sorted(ref[0].tolist())
+    a, _p, _n = DistanceWeightedMiner(cutoff=0.1, nonzero_loss_cutoff=1.9)(emb, labels)
+    assert 2 not in a.tolist() and len(a) > 0
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("with_ref", [False, True], ids=["same_set", "ref_set"])
+def test_triplets_equal_the_reference_under_the_same_seed(dtype, seed, with_ref):
+    g = torch.Generator().manual_seed(seed)
+    emb, labels = torch.randn(48, 8, generator=g, dtype=dtype), torch.randint(0, 6, (48,), generator=g)
+    args = (emb, labels)
+    if with_ref:
+        args += (torch.randn(30, 8, generator=g, dtype=dtype), torch.randint(0, 6, (30,), generator=g))
+    kwargs = dict(cutoff=0.5, nonzero_loss_cutoff=1.3 + 0.1 * seed)
+    torch.manual_seed(seed)
+    theirs = reference_miner("DistanceWeightedMiner", **kwargs)(*args)
+    after_theirs = torch.rand(4)
+    torch.manual_seed(seed)
+    ours = DistanceWeightedMiner(**kwargs)(*args)
+    assert len(ours[0]) > 0
+    for x, y in zip(ours, theirs):
+        assert torch.equal(x, y)
+    assert torch.equal(torch.rand(4), after_theirs)  # the same number of draws

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires_reference
 from deepmetric.samplers import FixedSetOfTriplets
 from deepmetric.utils import common_functions as c_f
 
@@ -52,3 +53,36 @@ def test_create_is_reproducible_with_the_same_seed(monkeypatch):
     monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(5))
     b = FixedSetOfTriplets([0, 0, 1, 1, 2], 20).fixed_set_of_triplets
     assert (a == b).all()
+
+
+def test_state_dict_restores_the_triplets_and_their_order(monkeypatch):
+    first = FixedSetOfTriplets([0, 0, 1, 1, 2, 2, 2], 15)
+    list(first)
+    state = first.state_dict()
+    rng_state = c_f.NUMPY_RANDOM.get_state()
+    expected = list(first)
+    monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(99))  # other triplets
+    second = FixedSetOfTriplets([0, 0, 1, 1, 2, 2, 2], 15)
+    second.load_state_dict(state)
+    c_f.NUMPY_RANDOM.set_state(rng_state)
+    assert list(second) == expected
+    with pytest.raises(ValueError, match=r"shape \(15, 3\)"):
+        second.load_state_dict({"triplets": torch.zeros(4, 3, dtype=torch.long)})
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("container", ["list", "ndarray", "tensor"])
+def test_triplets_and_stream_equal_the_reference(seed_both, seed, container):
+    from pytorch_metric_learning.samplers import FixedSetOfTriplets as Reference
+
+    rng = np.random.RandomState(200 + seed)
+    labels = rng.randint(0, 9, size=70)
+    labels[:2] = [50, 51]  # one-item classes: their "positive" is drawn with replacement
+    given = {"list": labels.tolist(), "ndarray": labels, "tensor": torch.from_numpy(labels)}[container]
+    seed_both(seed)
+    theirs = Reference(given, num_triplets=400)
+    ours = FixedSetOfTriplets(given, num_triplets=400)
+    assert np.array_equal(ours.fixed_set_of_triplets, theirs.fixed_set_of_triplets)
+    for _ in range(3):  # each iteration shuffles the rows in place
+        assert list(ours) == list(theirs)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires_reference
 from deepmetric.samplers import HierarchicalSampler
 from deepmetric.utils import common_functions as c_f
 
@@ -85,3 +86,52 @@ def test_seeded_runs_are_reproducible(monkeypatch):
         return list(HierarchicalSampler(_labels(), 8, 2))
 
     assert run(1) == run(1) and run(1) != run(2)
+
+
+def test_is_a_batch_sampler_for_dataloaders():
+    sampler = HierarchicalSampler(_labels(), batch_size=8, samples_per_class=2)
+    assert isinstance(sampler, torch.utils.data.BatchSampler)
+    loader = torch.utils.data.DataLoader(torch.arange(len(_labels())), batch_sampler=sampler)
+    batches = [b.tolist() for b in loader]
+    assert len(batches) == len(sampler) == 12 and all(len(b) == 8 for b in batches)
+
+
+# -------------------------------------------------------------------------------------------
+# The same c_f.NUMPY_RANDOM state gives the reference's batches.
+
+
+def _random_hierarchy(seed, n=240):
+    rng = np.random.RandomState(seed)
+    # Super labels whose set order is not their sorted order: the combinations follow the set.
+    supers = rng.choice([1000, 3, 40, -2, 17, 9], size=n)
+    classes = supers * 10 + rng.randint(0, 5, size=n)
+    return np.stack([classes, supers], axis=1)
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(batch_size=8, samples_per_class=2),
+        dict(batch_size=16, samples_per_class=4, batches_per_super_tuple=2),
+        dict(batch_size=12, samples_per_class="all", super_classes_per_batch=3),
+        dict(batch_size=12, samples_per_class=2, super_classes_per_batch=3, inner_label=1, outer_label=0),
+    ],
+)
+def test_batches_equal_the_reference(seed_both, seed, kwargs):
+    from pytorch_metric_learning.samplers import HierarchicalSampler as Reference
+
+    labels = _random_hierarchy(seed)
+    if kwargs.get("outer_label") == 0:
+        labels = labels[:, ::-1].copy()
+    supers = labels[:, kwargs.get("outer_label", 1)]
+    assert list(set(supers)) != sorted(set(supers))
+    seed_both(seed)
+    theirs = Reference(labels, **kwargs)  # the first draw happens at construction
+    ours = HierarchicalSampler(torch.from_numpy(labels), **kwargs)
+    assert ours.super_pairs == theirs.super_pairs
+    assert ours.batches == [[int(i) for i in b] for b in theirs.batches]
+    for _ in range(3):
+        assert list(ours) == [[int(i) for i in b] for b in theirs]
+    assert len(ours) == len(theirs)

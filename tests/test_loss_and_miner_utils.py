@@ -380,12 +380,24 @@ def test_random_triplets_match_reference_under_same_seed():
     from pytorch_metric_learning.utils import loss_and_miner_utils as ref
 
     labels, ref_labels = _random_labels(5, 16, 12, 4)
-    for r, t in ((None, None), (None, 3), (ref_labels, 2)):
+    g = torch.Generator().manual_seed(1)
+    weights = torch.rand(16, 16, generator=g) * (torch.rand(16, 16, generator=g) < 0.6)
+    weights[3] = 0  # an anchor with nothing to draw
+    for r, t, w in (
+        (None, None, None),
+        (None, 3, None),
+        (ref_labels, 2, None),
+        (None, None, weights),
+        (None, 5, weights.half()),
+        (ref_labels, None, weights[:, :12]),
+    ):
         torch.manual_seed(0)
-        ours = lmu.get_random_triplet_indices(labels, r, t_per_anchor=t)
+        ours = lmu.get_random_triplet_indices(labels, r, t_per_anchor=t, weights=w)
+        after_ours = torch.rand(3)
         torch.manual_seed(0)
-        theirs = ref.get_random_triplet_indices(labels, r, t_per_anchor=t)
-        assert lists(ours) == lists(theirs)
+        theirs = ref.get_random_triplet_indices(labels, r, t_per_anchor=t, weights=w)
+        assert lists(ours) == lists(theirs) and len(ours[0]) > 0
+        assert torch.equal(torch.rand(3), after_ours)
 
 
 def test_count_per_row_equals_a_row_sum_for_bool_float_and_strided_masks():

@@ -402,6 +402,75 @@ def test_the_extra_arguments_are_keyword_only():
 
 
 # ------------------------------------------------------------------------------------------------
+def hierarchical_dataset():
+    """6 classes of 6 items in 3 super classes; items are (x, (class, super class), index)."""
+    g = torch.Generator().manual_seed(5)
+    classes = torch.arange(6).repeat_interleave(6)
+    x = torch.randn(6, DIM, generator=g)[classes] * 3 + torch.randn(len(classes), DIM, generator=g)
+    labels = torch.stack([classes, classes // 2], dim=1)
+    return torch.utils.data.TensorDataset(x, labels, torch.arange(len(classes)))
+
+
+@pytest.mark.parametrize("iterations_per_epoch", [None, 2])
+@pytest.mark.parametrize("cls", [trainers.MetricLossOnly, trainers.TrainWithClassifier])
+def test_hierarchical_sampler_feeds_its_batches_to_the_trainer(monkeypatch, cls, iterations_per_epoch):
+    from deepmetric.samplers import HierarchicalSampler
+
+    dataset = hierarchical_dataset()
+    labels = dataset.tensors[1]
+
+    def sampler():
+        return HierarchicalSampler(labels, batch_size=8, samples_per_class=2, batches_per_super_tuple=2)
+
+    monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(0))
+    used = sampler()
+    seen_indices = []
+
+    def getter(batch):
+        seen_indices.append(batch[2].tolist())
+        return batch[0], batch[1]
+
+    loss = RecordingLoss()
+    models = make_models()
+    loss_funcs = {"metric_loss": loss}
+    if cls is trainers.TrainWithClassifier:
+        models["classifier"] = torch.nn.Linear(EMB, 6)
+        loss_funcs["classifier_loss"] = torch.nn.CrossEntropyLoss()
+    before = models["trunk"].weight.detach().clone()
+    t = metric_trainer(
+        cls=cls,
+        models=models,
+        dataset=dataset,
+        sampler=used,
+        batch_size=5,  # a batch sampler decides the batches; batch_size is not used
+        data_and_label_getter=getter,
+        loss_funcs=loss_funcs,
+        iterations_per_epoch=iterations_per_epoch,
+    )
+    t.train(num_epochs=1)
+    # One epoch is one pass over the sampler's 3 super-class pairs x 2 batches by default.
+    assert len(used) == 6 and t.iterations_per_epoch == (iterations_per_epoch or 6)
+    assert t.dataloader.batch_sampler is used
+    # The trainer saw the sampler's batches of this pass, in order, labelled by their class.
+    assert seen_indices == used.batches[: t.iterations_per_epoch]
+    monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(0))
+    twin = sampler()
+    assert seen_indices == list(twin)[: t.iterations_per_epoch]
+    for batch, seen in zip(seen_indices, loss.seen_labels):
+        assert seen.tolist() == labels[batch, 0].tolist() and len(batch) == 8
+    assert not torch.equal(models["trunk"].weight, before)  # it trained
+
+
+def test_a_plain_sampler_still_gets_batch_size_and_drop_last():
+    ds = clustered_dataset()
+    sampler = torch.utils.data.SequentialSampler(range(30))  # 30 items: the last 6 are dropped
+    loss = RecordingLoss()
+    t = metric_trainer(dataset=ds, sampler=sampler, loss_funcs={"metric_loss": loss})
+    t.train(num_epochs=1)
+    assert t.dataloader.sampler is sampler and t.iterations_per_epoch == 3
+    assert loss.seen_sizes == [8, 8, 8]
+
+
 # subclasses
 
 
@@ -643,6 +712,42 @@ def test_same_weights_as_the_reference_trainer(name):
     ours = run(trainers, losses.TripletMarginLoss(margin=0.5))
     theirs = run(pml_trainers, pml_losses.TripletMarginLoss(margin=0.5))
     assert not torch.allclose(ours["trunk"], make_models(seed=3)["trunk"].weight)  # it did train
+    for k in ours:
+        assert torch.allclose(ours[k], theirs[k], atol=1e-6), k
+
+
+@requires_reference
+def test_same_weights_as_the_reference_trainer_with_m_per_class_sampler(seed_both):
+    import pytorch_metric_learning.losses as pml_losses
+    import pytorch_metric_learning.samplers as pml_samplers
+    import pytorch_metric_learning.trainers as pml_trainers
+
+    from deepmetric.samplers import MPerClassSampler
+
+    def run(trainer_module, sampler_cls, loss):
+        models = make_models(seed=4)
+        dataset = clustered_dataset(seed=2)
+        sampler = sampler_cls(dataset.tensors[1], m=2, batch_size=8, length_before_new_iter=24)
+        torch.manual_seed(11)
+        kwargs = dict(
+            models=models,
+            optimizers=sgd(models),
+            batch_size=8,
+            loss_funcs={"metric_loss": loss},
+            dataset=dataset,
+            sampler=sampler,
+            dataloader_num_workers=0,
+            data_device=torch.device("cpu"),
+        )
+        if trainer_module is trainers:
+            kwargs["progress_bar"] = False
+        trainer_module.MetricLossOnly(**kwargs).train(num_epochs=3)  # the class order carries over
+        return {k: m.weight.detach() for k, m in models.items()}
+
+    seed_both(7)  # one RandomState(7) for each library's sampler
+    ours = run(trainers, MPerClassSampler, losses.TripletMarginLoss(margin=0.5))
+    theirs = run(pml_trainers, pml_samplers.MPerClassSampler, pml_losses.TripletMarginLoss(margin=0.5))
+    assert not torch.allclose(ours["trunk"], make_models(seed=4)["trunk"].weight)
     for k in ours:
         assert torch.allclose(ours[k], theirs[k], atol=1e-6), k
 

@@ -91,3 +91,46 @@ def test_same_bin_sequence_as_reference(dtype):
 
         assert len(out[i]) == len(ref[i]) > 0
         assert bin_sequence(out[i], out[j]) == bin_sequence(ref[i], ref[j])
+
+
+def test_float16_edges_out_of_order_are_tested_bin_by_bin():
+    # linspace rounds these float16 edges out of order; a value then falls in every bin whose
+    # half-open interval holds it, as the reference's per-bin tests decide.
+    bins = torch.linspace(-0.0009450912475585938, -0.0009174346923828125, 101, dtype=torch.float16)
+    assert not bool((bins[1:] >= bins[:-1]).all())
+    values = torch.linspace(float(bins[0]), float(bins[-1]), 40, dtype=torch.float16)
+    expected = []
+    for i in range(100):
+        upper = values <= bins[i + 1] if i == 99 else values < bins[i + 1]
+        members = torch.where((bins[i] <= values) & upper)[0]
+        if len(members):
+            expected.append(members)
+    torch.manual_seed(0)
+    picked = UniformHistogramMiner().filter_by_bin(values, bins, 3)
+    assert len(picked) == 3 * len(expected)
+    for k, members in enumerate(expected):
+        assert set(picked[3 * k : 3 * k + 3].tolist()) <= set(members.tolist())
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("with_ref", [False, True], ids=["same_set", "ref_set"])
+@pytest.mark.parametrize("distance", ["LpDistance", "CosineSimilarity"])
+def test_pairs_equal_the_reference_under_the_same_seed(dtype, seed, with_ref, distance):
+    from _miner_helpers import ours
+
+    g = torch.Generator().manual_seed(seed)
+    emb, labels = torch.randn(50, 8, generator=g, dtype=dtype), torch.randint(0, 5, (50,), generator=g)
+    args = (emb, labels)
+    if with_ref:
+        args += (torch.randn(30, 8, generator=g, dtype=dtype), torch.randint(0, 5, (30,), generator=g))
+    kwargs = dict(num_bins=7 + 10 * seed, pos_per_bin=3, neg_per_bin=5)
+    torch.manual_seed(seed)
+    theirs = reference_miner("UniformHistogramMiner", distance, **kwargs)(*args)
+    after_theirs = torch.rand(4)
+    torch.manual_seed(seed)
+    mine = ours("UniformHistogramMiner", distance, **kwargs)(*args)
+    assert len(mine[0]) > 0 and len(mine[2]) > 0
+    for x, y in zip(mine, theirs):
+        assert torch.equal(x, y)
+    assert torch.equal(torch.rand(4), after_theirs)  # the same number of draws

@@ -12,10 +12,16 @@ class FixedSetOfTriplets(Sampler):
     """Draws ``num_triplets`` triplets once and yields them, reshuffled each epoch, flattened
     as ``[a0, p0, n0, a1, p1, n1, ...]``.
 
-    Each triplet: an anchor class and a different negative class drawn uniformly; two distinct
-    items of the anchor class (the same item twice when the class has one); a uniform item of
-    the negative class. Pair it with a batch size that is a multiple of 3, no shuffling, and
-    ``miners.EmbeddingsAlreadyPackagedAsTriplets``.
+    Each triplet, drawn in turn from ``c_f.NUMPY_RANDOM`` with the reference's calls: two
+    distinct classes (``choice(classes, size=2, replace=False)``: anchor class, negative
+    class); two items of the anchor class with ``c_f.safe_random_choice`` (distinct unless the
+    class has one item); one item of the negative class. The same generator state therefore
+    gives the reference's triplets. Every iteration shuffles the rows in place (the order
+    carries over to the next iteration). Pair it with a batch size that is a multiple of 3, no
+    shuffling, and ``miners.EmbeddingsAlreadyPackagedAsTriplets``.
+
+    The triplets, in their current order, are the sampler's state (``state_dict`` /
+    ``load_state_dict``), so that a resumed run yields what an uninterrupted one would.
     """
 
     def __init__(self, labels, num_triplets):
@@ -38,27 +44,27 @@ class FixedSetOfTriplets(Sampler):
         return iter(self.fixed_set_of_triplets.flatten().tolist())
 
     def create_fixed_set_of_triplets(self):
-        """All triplets at once: class draws, then positions inside each class's index list."""
+        """One triplet at a time: a loop, because the reference's draw sequence depends on
+        every class and class size (each ``choice`` without replacement permutes its whole
+        population), so vectorising would change the triplets."""
         rng = c_f.NUMPY_RANDOM
         groups = list(self.labels_to_indices.values())
-        sizes = np.array([len(g) for g in groups])
-        starts = np.cumsum(sizes) - sizes
-        flat = np.concatenate(groups)
-        num_classes, t = len(groups), self.num_triplets
-        anchor_class = rng.randint(0, num_classes, size=t)
-        # A uniform class other than the anchor's: shift by 1..C-1 around the circle.
-        negative_class = (anchor_class + rng.randint(1, num_classes, size=t)) % num_classes
-        anchor_size = sizes[anchor_class]
-        anchor_pos = (rng.random_sample(t) * anchor_size).astype(int)
-        # A second, distinct position when the class has two items or more.
-        shift = 1 + (rng.random_sample(t) * np.maximum(anchor_size - 1, 1)).astype(int)
-        positive_pos = np.where(anchor_size > 1, (anchor_pos + shift) % anchor_size, anchor_pos)
-        negative_pos = (rng.random_sample(t) * sizes[negative_class]).astype(int)
-        self.fixed_set_of_triplets = np.stack(
-            [
-                flat[starts[anchor_class] + anchor_pos],
-                flat[starts[anchor_class] + positive_pos],
-                flat[starts[negative_class] + negative_pos],
-            ],
-            axis=1,
-        ).astype(int)
+        triplets = np.empty((self.num_triplets, 3), dtype=int)
+        for i in range(self.num_triplets):
+            anchor_class, negative_class = rng.choice(len(groups), size=2, replace=False)
+            anchors, negatives = groups[anchor_class], groups[negative_class]
+            triplets[i, :2] = c_f.safe_random_choice(anchors, size=2)
+            triplets[i, 2] = rng.choice(negatives, replace=False)
+        self.fixed_set_of_triplets = triplets
+
+    def state_dict(self):
+        # A copy: the rows are shuffled in place by every iteration.
+        return {"triplets": torch.tensor(self.fixed_set_of_triplets)}
+
+    def load_state_dict(self, state):
+        triplets = torch.as_tensor(state["triplets"]).cpu().numpy().astype(int)  # a copy
+        require(
+            triplets.shape == (self.num_triplets, 3),
+            f"state['triplets'] must have shape ({self.num_triplets}, 3), got {triplets.shape}",
+        )
+        self.fixed_set_of_triplets = triplets

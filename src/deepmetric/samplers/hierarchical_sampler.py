@@ -5,21 +5,30 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from torch.utils.data.sampler import Sampler
+from torch.utils.data.sampler import BatchSampler
 
 from ..utils import common_functions as c_f
 from ..utils.errors import require
 
 
-class HierarchicalSampler(Sampler):
+class HierarchicalSampler(BatchSampler):
     """A batch sampler for two-level labels (class, super class): every batch draws its classes
     from ``super_classes_per_batch`` super classes, ``batch_size // super_classes_per_batch``
     samples from each, ``samples_per_class`` per class (Brown et al., "Smooth-AP", ECCV 2020).
 
-    Use it as ``DataLoader(batch_sampler=...)``: it yields lists of dataset indices. There are
-    ``batches_per_super_tuple`` batches for every combination of super classes; the batches
-    are redrawn at the start of every iteration. A batch can be shorter than ``batch_size``
-    when not enough classes fit (notably with ``samples_per_class="all"``).
+    It yields lists of dataset indices, so it is a ``torch.utils.data.BatchSampler``: use it as
+    ``DataLoader(batch_sampler=...)``; the trainers do so when it is their ``sampler``. There
+    are ``batches_per_super_tuple`` batches for every combination of super classes; the batches
+    are redrawn at construction and at the start of every iteration. A batch can be shorter than
+    ``batch_size`` when not enough classes fit (notably with ``samples_per_class="all"``).
+
+    The draws are the reference's, in its order, from ``c_f.NUMPY_RANDOM``: for every
+    combination of super classes (in the order ``itertools.combinations`` takes them from the
+    ``set`` of super labels) and each of its batches, every super class shuffles its classes
+    and adds ``c_f.safe_random_choice`` draws of each class while they fit; each batch is then
+    shuffled, and finally the list of batches. The order of a ``set`` of strings depends on
+    Python's hash seed (``PYTHONHASHSEED``), so with string super labels the stream is
+    reproducible only under a fixed hash seed, as in the reference.
 
     Args:
         labels: ``(num_items, levels)`` array or tensor; column ``inner_label`` is the class,
@@ -64,9 +73,9 @@ class HierarchicalSampler(Sampler):
         self.super_image_lists = defaultdict(lambda: defaultdict(list))
         for idx, (inner, outer) in enumerate(zip(labels[:, inner_label], labels[:, outer_label])):
             self.super_image_lists[outer][inner].append(idx)
-        self.super_pairs = list(
-            itertools.combinations(sorted(self.super_image_lists), super_classes_per_batch)
-        )
+        # The set's own iteration order, as the reference: it decides the combinations' order.
+        super_labels = set(labels[:, outer_label])
+        self.super_pairs = list(itertools.combinations(super_labels, super_classes_per_batch))
         self.reshuffle()
 
     def __iter__(self):

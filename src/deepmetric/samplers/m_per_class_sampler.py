@@ -11,10 +11,16 @@ from ..utils.errors import require
 class MPerClassSampler(Sampler):
     """Yields dataset indices so that classes come in groups of ``m`` samples.
 
-    Every pass shuffles the classes and takes ``m`` samples from each (with replacement only
-    when a class has fewer than ``m`` items). With ``batch_size`` given, and a ``DataLoader``
-    using the same batch size without shuffling, every batch holds exactly
-    ``batch_size // m`` classes with ``m`` samples each.
+    One iteration is ``num_iters`` rounds (``length_before_new_iter`` divided by ``batch_size``,
+    or by ``m * number of classes`` without a batch size; at least one). Every round shuffles the
+    list of classes ``self.labels`` in place (so each round starts from the order the previous
+    round left, also across iterations), takes its first ``batch_size // m`` classes (all of
+    them without ``batch_size``) and draws ``m`` items of each with ``c_f.safe_random_choice``
+    (without replacement, or with it when a class has fewer than ``m`` items). These are the
+    reference's draws, in its order: the same ``c_f.NUMPY_RANDOM`` state gives the same stream.
+
+    With ``batch_size`` given, and a ``DataLoader`` using the same batch size without
+    shuffling, every batch holds exactly ``batch_size // m`` classes with ``m`` samples each.
 
     Args:
         labels: ``labels[i]`` is the class of dataset item ``i`` (sequence, array or tensor).
@@ -26,11 +32,16 @@ class MPerClassSampler(Sampler):
         num_replicas, rank: keyword-only, for ``torch.distributed``: each of ``num_replicas``
             processes iterates over a disjoint share (whole batches) of the same epoch list.
             Default to the process group's world size and rank when it is initialised, else 1
-            and 0 (single-process behaviour, unchanged).
-        seed: keyword-only, used only with several replicas: every rank draws the epoch list
-            from ``seed + epoch`` so that all ranks agree. Call ``set_epoch`` every epoch.
+            and 0 (single-process behaviour).
+        seed: keyword-only, used only with several replicas: the epoch list is the one the
+            single-process algorithm draws with ``np.random.RandomState(seed + epoch)``,
+            starting from the classes in order of first appearance, so that all ranks agree
+            and an epoch does not depend on the ones before it. Call ``set_epoch`` every epoch.
 
-    Randomness comes from ``c_f.NUMPY_RANDOM`` (read at call time) in single-process use.
+    Randomness comes from ``c_f.NUMPY_RANDOM`` (read at call time) in single-process use. The
+    class order carried from one iteration to the next is the sampler's state
+    (``state_dict`` / ``load_state_dict``), so that a resumed run draws what an uninterrupted
+    one would.
     """
 
     def __init__(
@@ -49,6 +60,7 @@ class MPerClassSampler(Sampler):
         self.m_per_class = int(m)
         self.batch_size = int(batch_size) if batch_size is not None else batch_size
         self.labels_to_indices = c_f.get_labels_to_indices(labels)
+        # Classes in order of first appearance; shuffled in place by every round.
         self.labels = list(self.labels_to_indices.keys())
         self.length_of_single_pass = self.m_per_class * len(self.labels)
         self.list_size = length_before_new_iter
@@ -88,34 +100,49 @@ class MPerClassSampler(Sampler):
 
     def __iter__(self):
         if self.num_replicas == 1:
-            return iter(self._epoch_list(c_f.NUMPY_RANDOM))
+            return iter(self._draw_list(c_f.NUMPY_RANDOM, self.labels))
         rng = np.random.RandomState(self.seed + self.epoch)
-        idx_list = self._epoch_list(rng)
+        idx_list = np.asarray(self._draw_list(rng, list(self.labels_to_indices.keys())))
         block = self._block_size()
         blocks = idx_list[: len(idx_list) // block * block].reshape(-1, block)
         mine = blocks[self.rank :: self.num_replicas][: self._share_blocks()]
         return iter(mine.reshape(-1).tolist())
 
-    def _epoch_list(self, rng):
-        if self.batch_size is None:
-            divisor = self.length_of_single_pass
-        else:
-            divisor = self.batch_size
-        num_iters = self.list_size // divisor if divisor < self.list_size else 1
-        if self.batch_size is None:
-            classes_per_iter = len(self.labels)
-        else:
-            classes_per_iter = self.batch_size // self.m_per_class
+    def calculate_num_iters(self):
+        """Rounds per iteration: ``list_size`` over the batch size (or one pass's length)."""
+        divisor = self.length_of_single_pass if self.batch_size is None else self.batch_size
+        return self.list_size // divisor if divisor < self.list_size else 1
+
+    def _draw_list(self, rng, labels):
+        """The index list of one iteration; shuffles the list ``labels`` in place."""
+        classes_per_round = None if self.batch_size is None else self.batch_size // self.m_per_class
         chunks = []
-        for _ in range(num_iters):
-            order = rng.permutation(len(self.labels))[:classes_per_iter]
-            for c in order:
-                indices = self.labels_to_indices[self.labels[c]]
+        for _ in range(self.calculate_num_iters()):
+            rng.shuffle(labels)
+            for label in labels[:classes_per_round]:
+                indices = self.labels_to_indices[label]
+                # c_f.safe_random_choice's rule, on the given generator.
                 replace = len(indices) < self.m_per_class
                 chunks.append(rng.choice(indices, size=self.m_per_class, replace=replace))
         # Normally exactly list_size items; longer when one pass exceeds length_before_new_iter
         # (no batch_size), as in the reference.
-        return np.concatenate(chunks)
+        return np.concatenate(chunks).tolist()
+
+    def state_dict(self):
+        """The current class order, as positions in the order of first appearance."""
+        position = {label: i for i, label in enumerate(self.labels_to_indices)}
+        return {"label_order": [position[label] for label in self.labels]}
+
+    def load_state_dict(self, state):
+        """Restore the class order saved by ``state_dict``."""
+        order = list(state["label_order"])
+        first_seen = list(self.labels_to_indices)
+        require(
+            sorted(order) == list(range(len(first_seen))),
+            f"state['label_order'] must be a permutation of range({len(first_seen)}) (one entry "
+            f"per class), got {len(order)} entries",
+        )
+        self.labels[:] = [first_seen[i] for i in order]
 
     def _block_size(self):
         return self.batch_size if self.batch_size is not None else self.m_per_class

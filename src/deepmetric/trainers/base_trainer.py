@@ -23,6 +23,9 @@ class BaseTrainer:
     defined by the subclass's ``calculate_loss``, weights and sums them into ``total_loss``,
     back-propagates, clips gradients and steps the optimizers; schedulers and hooks run at
     iteration and epoch ends. The arguments are those of pytorch-metric-learning's trainers.
+    A ``sampler`` that is a ``torch.utils.data.BatchSampler`` (``HierarchicalSampler``, say)
+    decides whole batches: it becomes the ``DataLoader``'s ``batch_sampler`` and ``batch_size``
+    is not used (``c_f.get_train_dataloader``).
 
     Keyword-only additions:
 
@@ -136,6 +139,7 @@ class BaseTrainer:
         self._pass_index = 0
         self._batches_in_pass = 0
         self._pass_rng_states = None
+        self._pass_sampler_state = None
 
     def _check_extra_arguments(self):
         if self.distributed and not ddp.active():
@@ -484,9 +488,11 @@ class BaseTrainer:
         self._pass_index += 1
         self._batches_in_pass = 0
         if self.checkpoint_folder is not None:
-            # The order of a pass may come from the global RNGs (sampler, default shuffling): keep
-            # their state at the pass start so a resume can rebuild a pass that was in progress.
+            # The order of a pass may come from the global RNGs (sampler, default shuffling) and
+            # from a sampler's own state (MPerClassSampler's class order): keep both as they are
+            # at the pass start so a resume can rebuild a pass that was in progress.
             self._pass_rng_states = ckpt.get_rng_states()
+            self._pass_sampler_state = _sampler_state(self.sampler)
         self._seed_pass()
         self.dataloader_iter = iter(self.dataloader)
 
@@ -538,11 +544,13 @@ class BaseTrainer:
                 "pass_index": self._pass_index,
                 "batches_in_pass": self._batches_in_pass,
                 "pass_rng_states": self._pass_rng_states,
+                "pass_sampler_state": self._pass_sampler_state,
             },
             "rng": ckpt.get_rng_states(),
         }
-        if hasattr(self.sampler, "state_dict"):
-            state["sampler"] = self.sampler.state_dict()
+        sampler_state = _sampler_state(self.sampler)
+        if sampler_state is not None:
+            state["sampler"] = sampler_state
         return state
 
     def save_checkpoint(self, stopped_early=False):
@@ -602,6 +610,8 @@ class BaseTrainer:
             self.dataloader_iter = iter(())  # the next batch starts a new pass
             return
         ckpt.set_rng_states(data_state["pass_rng_states"])
+        if data_state.get("pass_sampler_state") is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(data_state["pass_sampler_state"])
         self._start_pass()
         for _ in range(consumed):
             next(self.dataloader_iter)
@@ -612,6 +622,11 @@ class BaseTrainer:
             return consumed >= len(self.dataloader)
         except TypeError:  # a sampler without len(): only replaying the pass can tell
             return False
+
+
+def _sampler_state(sampler):
+    """The sampler's own state (``state_dict()``), or None for a sampler without one."""
+    return sampler.state_dict() if hasattr(sampler, "state_dict") else None
 
 
 def _detached(x):

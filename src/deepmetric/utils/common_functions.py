@@ -230,6 +230,9 @@ def set_layers_to_eval(layer_name):
 
 
 def get_train_dataloader(dataset, batch_size, sampler, num_workers, collate_fn):
+    """The trainers' loader: a ``BatchSampler`` (it yields lists of indices) is passed as
+    ``batch_sampler`` and decides the batches; any other sampler (or shuffling, without one)
+    is passed as ``sampler`` with ``batch_size`` and ``drop_last=True``."""
     if isinstance(sampler, torch.utils.data.BatchSampler):
         return torch.utils.data.DataLoader(
             dataset,

@@ -142,6 +142,9 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
 
     Positives are drawn uniformly with replacement (never the anchor itself in same-set mode);
     negatives uniformly, or from ``weights[anchor, negatives]`` when a weight matrix is given.
+    One class at a time in ascending label order: ``torch.randint`` for the positives (on the
+    CPU generator), then ``torch.multinomial`` over the weight rows or ``torch.randint`` for
+    the negatives; the reference's calls in its order, so a seed gives its triplets.
     """
     a_idx, p_idx, n_idx = [], [], []
     labels_device = labels.device
@@ -167,7 +170,8 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
             # Drop each anchor's own position from its row of candidate positives.
             keep = ~torch.eye(n_a, dtype=torch.bool, device=p_inds.device)
             p_inds_ = p_inds_[keep].view(n_a, n_a - 1)
-        p_ = torch.randint(0, p_inds_.shape[1], (num_triplets,), device=p_inds.device)
+        # Drawn by the CPU generator whatever the device, as the reference does.
+        p_ = torch.randint(0, p_inds_.shape[1], (num_triplets,)).to(p_inds.device)
         p_ = p_inds_[torch.arange(n_a, device=p_inds.device).repeat_interleave(k), p_]
         a_ = a_inds.repeat_interleave(k)
         if weights is not None:
@@ -182,7 +186,7 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
             p_ = p_[non_zero_rows]
             n_ = n_inds[torch.multinomial(w, 1, replacement=True).flatten()]
         else:
-            n_ = n_inds[torch.randint(0, len(n_inds), (len(a_),), device=n_inds.device)]
+            n_ = n_inds[torch.randint(0, len(n_inds), (num_triplets,)).to(n_inds.device)]
         a_idx.append(a_)
         p_idx.append(p_)
         n_idx.append(n_)

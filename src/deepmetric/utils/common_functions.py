@@ -13,7 +13,7 @@ import re
 import numpy as np
 import torch
 
-from .errors import ArgumentError
+from .errors import ArgumentError, MissingInputError
 
 LOGGER_NAME = "PML"
 LOGGER = logging.getLogger(LOGGER_NAME)
@@ -496,12 +496,12 @@ def indices_tuple_not_supported(indices_tuple):
 
 def labels_required(labels):
     if labels is None:
-        raise ValueError("labels are required for this loss")
+        raise MissingInputError("labels are required for this loss")
 
 
 def labels_or_indices_tuple_required(labels, indices_tuple):
     if labels is None and indices_tuple is None:
-        raise ValueError("labels or indices_tuple must be provided")
+        raise MissingInputError("labels or indices_tuple must be provided")
 
 
 def concatenate_indices_tuples(it1, it2):

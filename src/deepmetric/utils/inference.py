@@ -10,6 +10,7 @@ import torch
 
 from ..distances import BatchedDistance, CosineSimilarity
 from . import common_functions as c_f
+from .errors import OutOfRangeError
 from .knn import ExactKNN, exact_knn
 
 
@@ -198,6 +199,8 @@ class FaissKNN:
     def __call__(self, query, k, reference=None, ref_includes_query=False):
         if ref_includes_query:
             k = k + 1
+        if k < 1:
+            raise OutOfRangeError(f"k must be at least 1, got {k}")
         device = query.device
         dim = query.shape[1]
         c_f.LOGGER.info("running k-nn with k=%d", k)

@@ -74,9 +74,9 @@ class ThresholdConsistentMarginLoss(BaseMetricLossFunction):
         if num_ref > len(embeddings):
             raise OutOfRangeError(
                 "ThresholdConsistentMarginLoss takes both members of each pair from embeddings "
-                f"(as the reference library does), so pair indices must be below the batch size "
-                f"{len(embeddings)}; got a reference index up to {num_ref - 1} (ref_emb larger "
-                "than the batch?)"
+                "(as the reference library does), so the indices in indices_tuple must be below "
+                f"the batch size {len(embeddings)}; got a reference index up to {num_ref - 1} "
+                "(ref_emb larger than the batch?)"
             )
         unit = torch.nn.functional.normalize(embeddings, dim=1, eps=_NORM_EPS)
         return unit @ unit[:num_ref].t()

@@ -518,6 +518,7 @@ def append_map(it, suf):
 
 def _urlretrieve(url, filename, chunk_size=32768):
     raise RuntimeError(
-        "deepmetric never downloads anything: place the dataset files in a local folder "
-        f"(requested URL: {url})"
+        f"deepmetric does not provide the reference's private helper _urlretrieve (requested URL: "
+        f"{url}): the built-in datasets download with download=True; a custom dataset's "
+        "download_and_remove must fetch its files itself"
     )

@@ -127,6 +127,8 @@ CASES = [
     ("tcm-labels-none", lambda L: L.losses.ThresholdConsistentMarginLoss()(emb(), None), AttributeError, "labels"),
     ("miner-labels-none", lambda L: L.miners.MultiSimilarityMiner()(emb(), None), AttributeError, "labels"),
     ("xbm-labels-none", lambda L: _xbm(L)(emb(), None), AttributeError, "labels"),
+    ("class-weighted-reducer-labels-none", lambda L: L.reducers.ClassWeightedReducer(torch.ones(4))({"loss": {"losses": torch.rand(8), "indices": torch.arange(8), "reduction_type": "element"}}, emb(), None), TypeError, "labels"),
+    ("match-finder-no-threshold", lambda L: L.inference.MatchFinder(L.distances.CosineSimilarity()).get_matching_pairs(emb(10)), TypeError, "threshold"),
     ("accuracy-reference-without-labels", lambda L: L.AC.AccuracyCalculator().get_accuracy(emb(10), lab(10), emb(10), None), AttributeError, "reference_labels"),
     # a label, index or k out of range
     ("arcface-labels-above-num-classes", lambda L: _class_loss(L, "ArcFaceLoss")(emb(), lab() + 10), IndexError, "labels"),
@@ -191,7 +193,7 @@ def test_ours_is_also_the_reference_type(call, reference_type, argument):
         (errors.ArgumentError, (ValueError, AssertionError)),
         (errors.ShapeError, (ValueError, AssertionError, IndexError, RuntimeError)),
         (errors.OutOfRangeError, (ValueError, AssertionError, IndexError, RuntimeError)),
-        (errors.MissingInputError, (ValueError, AssertionError, AttributeError, IndexError)),
+        (errors.MissingInputError, (ValueError, AssertionError, AttributeError, TypeError, IndexError)),
         (errors.UnknownNameError, (ValueError, AssertionError, AttributeError, KeyError)),
         (errors.SizeArgumentError, (ValueError, AssertionError, ZeroDivisionError, IndexError, RuntimeError)),
         (errors.NotATensorError, (TypeError, AttributeError)),

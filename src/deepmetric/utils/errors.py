@@ -31,9 +31,10 @@ class OutOfRangeError(ArgumentError, IndexError, RuntimeError):
     indexing, or ``RuntimeError`` from ``one_hot``, ``scatter`` or ``topk``)."""
 
 
-class MissingInputError(ArgumentError, AttributeError, IndexError):
-    """A required input is ``None`` (labels, ref_labels, reference_labels); the reference fails
-    with ``AttributeError`` on ``None``, or with ``IndexError`` comparing the wrong labels."""
+class MissingInputError(ArgumentError, AttributeError, TypeError, IndexError):
+    """A required input is ``None`` (labels, ref_labels, reference_labels, a threshold); the
+    reference fails with ``AttributeError`` or ``TypeError`` on ``None``, or with ``IndexError``
+    comparing the wrong labels."""
 
 
 class UnknownNameError(ArgumentError, AttributeError, KeyError):

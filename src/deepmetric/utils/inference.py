@@ -10,7 +10,7 @@ import torch
 
 from ..distances import BatchedDistance, CosineSimilarity
 from . import common_functions as c_f
-from .errors import OutOfRangeError
+from .errors import MissingInputError, OutOfRangeError
 from .knn import ExactKNN, exact_knn
 
 
@@ -75,7 +75,7 @@ class MatchFinder:
     def _threshold(self, threshold):
         threshold = self.threshold if threshold is None else threshold
         if threshold is None:
-            raise ValueError("No threshold: pass threshold= here or to MatchFinder(threshold=...)")
+            raise MissingInputError("No threshold: pass threshold= here or to MatchFinder(threshold=...)")
         return threshold
 
     def _compare(self, values, threshold):

@@ -166,7 +166,7 @@ def exact_knn(
     own = 1 if ref_includes_query else 0
     k = _as_int(k, "k")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise OutOfRangeError(f"k must be at least 1, got {k}")
     if k > nr - own:
         extra = " excluding each query's own entry" if own else ""
         raise OutOfRangeError(f"k={k} exceeds the number of reference embeddings{extra} ({nr - own})")

@@ -8,7 +8,7 @@ import torch
 from ..distances import LpDistance
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
@@ -53,7 +53,11 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
     def __init__(self, min_val=-2.0, num_bins=10, momentum=0.01, **kwargs):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, LpDistance, normalize_embeddings=True, p=2)
-        require(int(num_bins) >= 2, f"DynamicSoftMarginLoss: num_bins must be at least 2, got {num_bins}")
+        require(
+            int(num_bins) >= 2,
+            f"DynamicSoftMarginLoss: num_bins must be at least 2, got {num_bins}",
+            SizeArgumentError,
+        )
         require(
             min_val != 0, "DynamicSoftMarginLoss: min_val must be non-zero (the range is [min_val, -min_val])"
         )

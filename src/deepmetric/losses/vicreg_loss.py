@@ -4,6 +4,7 @@ Self-Supervised Learning", ICLR 2022, https://arxiv.org/abs/2105.04906)."""
 import torch
 
 from ..utils import common_functions as c_f
+from ..utils.errors import ShapeError
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import accumulation_dtype
 
@@ -39,7 +40,7 @@ class VICRegLoss(BaseMetricLossFunction):
         c_f.indices_tuple_not_supported(indices_tuple)
         c_f.labels_not_supported(labels, ref_labels)
         if ref_emb.shape != embeddings.shape:
-            raise ValueError(
+            raise ShapeError(
                 "VICRegLoss needs ref_emb (the second view) with the shape of embeddings: got "
                 f"embeddings {tuple(embeddings.shape)} and ref_emb {tuple(ref_emb.shape)}"
             )

@@ -86,12 +86,11 @@ def test_inaturalist(tmp_path):
     assert ds.labels == [6, 5] and ds.paths[0] == os.path.join(str(tmp_path), "t/b.jpg")
 
 
-def test_missing_root_never_downloads(tmp_path):
+def test_missing_root_without_download_names_the_layout(tmp_path):
     missing = tmp_path / "nothing_here"
-    for download in (False, True):
-        with pytest.raises(ValueError, match="never downloads") as err:
-            CUB(str(missing), download=download)
-        assert "images.txt" in str(err.value)
+    with pytest.raises(ValueError, match="download=True") as err:
+        CUB(str(missing))
+    assert "images.txt" in str(err.value)
     assert not missing.exists()
 
 
@@ -118,7 +117,7 @@ def test_user_subclass_may_download(tmp_path):
 
     root = tmp_path / "new"
     assert Tiny(str(root), download=True).labels == [3, 4]
-    with pytest.raises(ValueError, match="not a folder"):
+    with pytest.raises(ValueError, match="does not exist"):
         Tiny(str(tmp_path / "absent"))
 
 

@@ -1,6 +1,7 @@
-"""Datasets: local-folder loaders for the standard retrieval benchmarks (never downloaded) and
-the embedded handwritten digits."""
+"""Datasets: the standard retrieval benchmarks (read from a folder, or downloaded into it with
+``download=True``), image folders and CSV lists, and the embedded handwritten digits."""
 
+from ._download import ArchiveError, ChecksumError, DownloadError
 from .base_dataset import BaseDataset
 from .cars196 import Cars196
 from .csv_dataset import CSVDataset
@@ -11,7 +12,10 @@ from .inaturalist2018 import INaturalist2018
 from .sop import StanfordOnlineProducts
 
 __all__ = [
+    "ArchiveError",
     "BaseDataset",
+    "ChecksumError",
+    "DownloadError",
     "CSVDataset",
     "CUB",
     "Cars196",

@@ -1,14 +1,17 @@
-"""Base class of the image-retrieval datasets, loaded from local folders only.
+"""Base class of the image-retrieval datasets.
 
-deepmetric never downloads anything. The built-in datasets describe the folder layout they
-expect when it is missing; a user subclass may implement ``download_and_remove`` to fetch data
-its own way.
+``download=True`` on a missing or empty ``root`` calls ``download_and_remove()``: the built-in
+datasets fetch the reference's archives (same URLs), verify their published checksums where
+there are any, extract them and delete them (see ``_download``). Otherwise the files are read
+from ``root`` as they are.
 """
 
 import os
 from abc import ABC, abstractmethod
 
 import torch
+
+from ._download import WORK_DIR, download_and_extract, has_unfinished_download
 
 
 class BaseDataset(ABC, torch.utils.data.Dataset):
@@ -19,22 +22,26 @@ class BaseDataset(ABC, torch.utils.data.Dataset):
         split: one of ``get_available_splits()`` (``"train"``, ``"test"``, ``"train+test"``).
         transform: applied to the PIL image.
         target_transform: applied to the integer label.
-        download: for user subclasses, call ``download_and_remove()`` when ``root`` is missing or
-            empty. The built-in datasets raise instead (no network access, ever).
+        download: call ``download_and_remove()`` when ``root`` is missing or empty (or holds an
+            unfinished download, which is then finished). An existing dataset is never
+            downloaded again.
     """
 
     def __init__(self, root, split="train+test", transform=None, target_transform=None, download=False):
         self.root = root
-        if download and _is_missing_or_empty(root):
-            if not self.can_download():
-                raise ValueError(self.missing_data_message())
+        if split not in self.get_available_splits():  # before any download, not after it
+            raise ValueError(
+                f"split {split!r} is not supported; supported splits: {self.get_available_splits()}"
+            )
+        if download and _needs_download(root):
             os.makedirs(root, exist_ok=True)
             self.download_and_remove()
         elif not os.path.isdir(root):
             raise ValueError(self.missing_data_message())
-        if split not in self.get_available_splits():
+        elif has_unfinished_download(root):
             raise ValueError(
-                f"split {split!r} is not supported; supported splits: {self.get_available_splits()}"
+                f"{type(self).__name__}: root {root!r} holds an unfinished download (folder "
+                f"{WORK_DIR!r}); pass download=True to finish it, or delete that folder"
             )
         self.split = split
         self.transform = transform
@@ -49,14 +56,10 @@ class BaseDataset(ABC, torch.utils.data.Dataset):
 
     @abstractmethod
     def download_and_remove(self):
-        """Fetch the data into ``self.root`` (user subclasses only)."""
+        """Fetch the data into ``self.root`` (called with ``download=True``)."""
 
     def get_available_splits(self):
         return ["train", "test", "train+test"]
-
-    def can_download(self):
-        """Built-in datasets return False: they only read local files."""
-        return True
 
     def expected_layout(self):
         """A description of the files expected under ``root`` (for error messages)."""
@@ -64,8 +67,8 @@ class BaseDataset(ABC, torch.utils.data.Dataset):
 
     def missing_data_message(self):
         message = (
-            f"{type(self).__name__}: root {self.root!r} is not a folder with the dataset, and "
-            "deepmetric never downloads data. Place the files there yourself."
+            f"{type(self).__name__}: root {self.root!r} does not exist; pass download=True to "
+            "download the dataset there, or point root at a folder that holds it."
         )
         layout = self.expected_layout()
         return f"{message} Expected layout under root:\n{layout}" if layout else message
@@ -94,15 +97,17 @@ class BaseDataset(ABC, torch.utils.data.Dataset):
         return img, label
 
 
-class LocalOnlyDataset(BaseDataset):
-    """A built-in dataset: reads local files, never downloads."""
+class ArchiveDataset(BaseDataset):
+    """A built-in dataset: ``download_and_remove()`` fetches, verifies and extracts the archives
+    listed by ``archives()`` into ``root``."""
 
-    def can_download(self):
-        return False
+    @abstractmethod
+    def archives(self):
+        """The :class:`~deepmetric.datasets._download.Archive` files that make up the dataset."""
 
     def download_and_remove(self):
-        raise ValueError(self.missing_data_message())
+        download_and_extract(self.root, self.archives())
 
 
-def _is_missing_or_empty(root):
-    return not os.path.isdir(root) or len(os.listdir(root)) == 0
+def _needs_download(root):
+    return not os.path.isdir(root) or len(os.listdir(root)) == 0 or has_unfinished_download(root)

@@ -3,7 +3,8 @@
 import csv
 import os
 
-from .base_dataset import LocalOnlyDataset
+from ._download import Archive
+from .base_dataset import ArchiveDataset
 
 _LAYOUT = """\
   names.csv         one class name per line; line i (1-based) is class i
@@ -13,10 +14,22 @@ _LAYOUT = """\
   car_data/car_data/test/<class name with "/" replaced by "-">/<file>"""
 
 
-class Cars196(LocalOnlyDataset):
-    """Splits by class: ``train`` classes 1-98, ``test`` 99-196; labels are the class numbers."""
+class Cars196(ArchiveDataset):
+    """Splits by class: ``train`` classes 1-98, ``test`` 99-196; labels are the class numbers.
+
+    ``download=True`` fetches the class-folder copy published on Kaggle (a zip). No checksum is
+    published for it: the zip's own CRC-32 of every member is checked while extracting."""
+
+    DOWNLOAD_URL = (
+        "https://www.kaggle.com/api/v1/datasets/download/jutrera/stanford-car-dataset-by-classes-folder"
+    )
+    DOWNLOAD_MD5 = None
 
     _CLASSES = {"train": range(1, 99), "test": range(99, 197), "train+test": range(1, 197)}
+
+    def archives(self):
+        name = "stanford-car-dataset-by-classes-folder.zip"
+        return [Archive(self.DOWNLOAD_URL, name, md5=self.DOWNLOAD_MD5)]
 
     def expected_layout(self):
         return _LAYOUT

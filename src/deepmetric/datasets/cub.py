@@ -2,7 +2,8 @@
 
 import os
 
-from .base_dataset import LocalOnlyDataset
+from ._download import Archive
+from .base_dataset import ArchiveDataset
 
 _LAYOUT = """\
   CUB_200_2011/images.txt               "<image_id> <relative/path.jpg>" per line
@@ -10,10 +11,19 @@ _LAYOUT = """\
   CUB_200_2011/images/<relative/path.jpg>"""
 
 
-class CUB(LocalOnlyDataset):
-    """Splits by class: ``train`` classes 1-100, ``test`` 101-200; labels are the class ids."""
+class CUB(ArchiveDataset):
+    """Splits by class: ``train`` classes 1-100, ``test`` 101-200; labels are the class ids.
+
+    ``download=True`` fetches ``CUB_200_2011.tgz`` from CaltechDATA and checks its
+    published MD5."""
+
+    DOWNLOAD_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+    DOWNLOAD_MD5 = "97eceeb196236b17998738112f37df78"
 
     _CLASSES = {"train": range(1, 101), "test": range(101, 201), "train+test": range(1, 201)}
+
+    def archives(self):
+        return [Archive(self.DOWNLOAD_URL, "CUB_200_2011.tgz", md5=self.DOWNLOAD_MD5)]
 
     def expected_layout(self):
         return _LAYOUT

@@ -3,7 +3,8 @@
 import json
 import os
 
-from .base_dataset import LocalOnlyDataset
+from ._download import Archive
+from .base_dataset import ArchiveDataset
 
 _LAYOUT = """\
   train2018.json, val2018.json     COCO-style: "images" [{file_name, id}],
@@ -13,8 +14,29 @@ _LAYOUT = """\
   <file_name>                      e.g. train_val2018/<supercategory>/<category_id>/<hash>.jpg"""
 
 
-class INaturalist2018(LocalOnlyDataset):
-    """Each split file lists image paths; labels are the images' category ids."""
+class INaturalist2018(ArchiveDataset):
+    """Each split file lists image paths; labels are the images' category ids.
+
+    ``download=True`` fetches the competition's images (``train_val2018.tar.gz``, 120 GB) and
+    annotations from its S3 bucket, checking the MD5s the competition publishes, and the split
+    files of Brown et al. from Google Drive (no published checksum)."""
+
+    IMG_DOWNLOAD_URL = "https://ml-inat-competition-datasets.s3.amazonaws.com/2018/train_val2018.tar.gz"
+    TRAIN_ANN_URL = "https://ml-inat-competition-datasets.s3.amazonaws.com/2018/train2018.json.tar.gz"
+    VAL_ANN_URL = "https://ml-inat-competition-datasets.s3.amazonaws.com/2018/val2018.json.tar.gz"
+    SPLITS_URL = "https://drive.google.com/uc?id=1sXfkBTFDrRU3__-NUs1qBP3sf_0uMB98"
+    IMG_MD5 = "b1c6952ce38f31868cc50ea72d066cc3"
+    TRAIN_ANN_MD5 = "bfa29d89d629cbf04d826a720c0a68b0"
+    VAL_ANN_MD5 = "f2ed8bfe3e9901cdefceb4e53cd3775d"
+    SPLITS_MD5 = None
+
+    def archives(self):
+        return [
+            Archive(self.IMG_DOWNLOAD_URL, "train_val2018.tar.gz", md5=self.IMG_MD5),
+            Archive(self.TRAIN_ANN_URL, "train2018.json.tar.gz", md5=self.TRAIN_ANN_MD5),
+            Archive(self.VAL_ANN_URL, "val2018.json.tar.gz", md5=self.VAL_ANN_MD5),
+            Archive(self.SPLITS_URL, "Inat_dataset_splits.zip", md5=self.SPLITS_MD5),
+        ]
 
     def expected_layout(self):
         return _LAYOUT

@@ -3,7 +3,7 @@
 import torch
 
 from ..ops.unit_rows import l2_normalize_rows
-from ..utils.errors import ArgumentError
+from ..utils.errors import ShapeError
 from ..utils.module_with_records import ModuleWithRecords
 
 
@@ -117,12 +117,12 @@ class BaseDistance(ModuleWithRecords):
     def check_shapes(self, query_emb, ref_emb):
         for name, x in (("query_emb", query_emb), ("ref_emb", ref_emb)):
             if x is not None and x.ndim != 2:
-                raise ValueError(
+                raise ShapeError(
                     f"{name} must be 2-D of shape (batch_size, embedding_size), "
                     f"got shape {tuple(x.shape)}"
                 )
         if ref_emb is not None and query_emb.shape[1] != ref_emb.shape[1]:
-            raise ArgumentError(
+            raise ShapeError(
                 "query and reference embeddings must have the same width: "
                 f"query_emb has {query_emb.shape[1]} columns, ref_emb has {ref_emb.shape[1]}"
             )

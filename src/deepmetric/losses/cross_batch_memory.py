@@ -8,7 +8,7 @@ import torch
 
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.errors import require
+from ..utils.errors import MissingInputError, ShapeError, require
 from ..utils.module_with_records import ModuleWithRecords
 from ..utils.pair_masks import PairMasks
 from ..utils.validation import check_embeddings, check_labels
@@ -183,10 +183,10 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     def _check_inputs(self, embeddings, labels, enqueue_mask):
         check_embeddings(embeddings, "embeddings")
         if labels is None:
-            raise ValueError("CrossBatchMemory needs labels")
+            raise MissingInputError("CrossBatchMemory needs labels")
         check_labels(labels, embeddings.shape[0])
         if embeddings.shape[1] != self.embedding_size:
-            raise ValueError(
+            raise ShapeError(
                 f"CrossBatchMemory was built with embedding_size={self.embedding_size}, but embeddings "
                 f"have {embeddings.shape[1]} columns (shape {tuple(embeddings.shape)})"
             )

@@ -10,7 +10,7 @@ from ..ops.blocked_triplets import reduce_triplets
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -52,7 +52,11 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
     def __init__(self, min_val=-2.0, num_bins=10, momentum=0.01, **kwargs):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, LpDistance, normalize_embeddings=True, p=2)
-        require(int(num_bins) >= 2, f"DynamicSoftMarginLoss: num_bins must be at least 2, got {num_bins}")
+        require(
+            int(num_bins) >= 2,
+            f"DynamicSoftMarginLoss: num_bins must be at least 2, got {num_bins}",
+            SizeArgumentError,
+        )
         require(
             min_val != 0, "DynamicSoftMarginLoss: min_val must be non-zero (the range is [min_val, -min_val])"
         )

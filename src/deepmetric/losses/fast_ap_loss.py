@@ -6,7 +6,7 @@ from ..distances import LpDistance
 from ..ops.pulse_histograms import pulse_histograms
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -35,7 +35,7 @@ class FastAPLoss(BaseMetricLossFunction):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, LpDistance, normalize_embeddings=True, p=2)
         self.num_bins = int(num_bins)
-        require(self.num_bins >= 1, f"FastAPLoss needs num_bins >= 1, got {num_bins}")
+        require(self.num_bins >= 1, f"FastAPLoss needs num_bins >= 1, got {num_bins}", SizeArgumentError)
         self.num_edges = self.num_bins + 1
         self.add_to_recordable_attributes(list_of_names=["num_bins"], is_stat=False)
 

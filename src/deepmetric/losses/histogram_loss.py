@@ -6,7 +6,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -48,8 +48,14 @@ class HistogramLoss(BaseMetricLossFunction):
             )
         if delta is None and n_bins is None:
             n_bins = 100
-        require(n_bins is None or n_bins > 0, f"HistogramLoss needs n_bins > 0, got {n_bins}")
-        require(delta is None or 0 < delta <= 2, f"HistogramLoss needs 0 < delta <= 2, got {delta}")
+        require(
+            n_bins is None or n_bins > 0, f"HistogramLoss needs n_bins > 0, got {n_bins}", SizeArgumentError
+        )
+        require(
+            delta is None or 0 < delta <= 2,
+            f"HistogramLoss needs 0 < delta <= 2, got {delta}",
+            SizeArgumentError,
+        )
         self.delta = delta if delta is not None else 2 / n_bins
         self.add_to_recordable_attributes(name="delta", is_stat=False)
 

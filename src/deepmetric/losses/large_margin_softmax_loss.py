@@ -16,7 +16,7 @@ from ..ops.angles import safe_acos
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
@@ -26,6 +26,7 @@ def check_positive_int(owner, name, value):
     require(
         isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0,
         f"{owner} needs {name} to be a positive integer, got {value!r}",
+        SizeArgumentError,
     )
 
 
@@ -78,7 +79,9 @@ class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     def init_margin(self):
         self.margin = int(self.margin)
-        require(self.margin >= 1, f"{type(self).__name__} needs margin >= 1, got {self.margin}")
+        require(
+            self.margin >= 1, f"{type(self).__name__} needs margin >= 1, got {self.margin}", SizeArgumentError
+        )
         self.max_n = self.margin // 2
         # cos(m t) = sum_n (-1)^n C(m, 2n) cos(t)^(m - 2n) sin(t)^(2n); kept as plain tensors
         # (not buffers) so they stay out of the state_dict.

@@ -2,6 +2,7 @@
 
 import torch
 
+from ..utils.errors import ShapeError
 from .base_loss_wrapper import TUPLE_LOSSES, BaseLossWrapper
 
 
@@ -34,7 +35,7 @@ class SelfSupervisedLoss(BaseLossWrapper):
             if not torch.is_tensor(x):
                 raise TypeError(f"SelfSupervisedLoss: {name} must be a torch.Tensor, got {type(x).__name__}")
         if embeddings.shape != ref_emb.shape:
-            raise ValueError(
+            raise ShapeError(
                 "SelfSupervisedLoss needs one augmented view per embedding: embeddings and ref_emb must "
                 f"have the same shape, got {tuple(embeddings.shape)} and {tuple(ref_emb.shape)}"
             )

@@ -7,6 +7,7 @@ from ..distances import CosineSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
+from ..utils.errors import OutOfRangeError
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # Rows are divided by max(norm, eps), as torch.nn.functional.cosine_similarity does.
@@ -71,11 +72,11 @@ class ThresholdConsistentMarginLoss(BaseMetricLossFunction):
     def _cosine(embeddings, num_ref):
         """Cosine similarity of every row with the first ``num_ref`` rows of the same batch."""
         if num_ref > len(embeddings):
-            raise ValueError(
+            raise OutOfRangeError(
                 "ThresholdConsistentMarginLoss takes both members of each pair from embeddings "
-                f"(as the reference library does), so pair indices must be below the batch size "
-                f"{len(embeddings)}; got a reference index up to {num_ref - 1} (ref_emb larger "
-                "than the batch?)"
+                "(as the reference library does), so the indices in indices_tuple must be below "
+                f"the batch size {len(embeddings)}; got a reference index up to {num_ref - 1} "
+                "(ref_emb larger than the batch?)"
             )
         unit = torch.nn.functional.normalize(embeddings, dim=1, eps=_NORM_EPS)
         return unit @ unit[:num_ref].t()

@@ -5,6 +5,7 @@ import torch
 
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
+from ..utils.errors import ShapeError
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -39,7 +40,7 @@ class VICRegLoss(BaseMetricLossFunction):
         c_f.indices_tuple_not_supported(indices_tuple)
         c_f.labels_not_supported(labels, ref_labels)
         if ref_emb.shape != embeddings.shape:
-            raise ValueError(
+            raise ShapeError(
                 "VICRegLoss needs ref_emb (the second view) with the shape of embeddings: got "
                 f"embeddings {tuple(embeddings.shape)} and ref_emb {tuple(ref_emb.shape)}"
             )

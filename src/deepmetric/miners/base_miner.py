@@ -3,7 +3,7 @@
 import torch
 
 from ..utils import common_functions as c_f
-from ..utils.errors import require
+from ..utils.errors import MissingInputError, require
 from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
 from ..utils.validation import check_loss_inputs
 
@@ -60,7 +60,7 @@ class BaseMiner(ModuleWithRecordsAndDistance):
         self.reset_stats()
         with torch.no_grad():
             if labels is None:
-                raise ValueError(f"{type(self).__name__} requires labels, got None")
+                raise MissingInputError(f"{type(self).__name__} requires labels, got None")
             check_loss_inputs(embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values)
             labels = c_f.to_device(labels, embeddings)
             ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..utils.errors import ArgumentError
+from ..utils.errors import ArgumentError, UnknownNameError
 from ..utils.module_with_records import ModuleWithRecords
 from .terms import ListedTerms, Terms, materialized_entry
 
@@ -12,7 +12,7 @@ _TUPLE_LENGTHS = {"pos_pair": 2, "neg_pair": 2, "triplet": 3}
 
 def _check_reduction_type(reduction_type):
     if reduction_type not in REDUCTION_TYPES:
-        raise ArgumentError(
+        raise UnknownNameError(
             f"unknown reduction_type {reduction_type!r}; expected one of {REDUCTION_TYPES}"
         )
 

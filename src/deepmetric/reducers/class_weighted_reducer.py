@@ -3,6 +3,7 @@
 import torch
 
 from ..utils import common_functions as c_f
+from ..utils.errors import MissingInputError
 from .base_reducer import BaseReducer
 
 
@@ -19,7 +20,7 @@ class ClassWeightedReducer(BaseReducer):
 
     def _weighted_mean(self, losses, anchors, labels):
         if labels is None:
-            raise ValueError("ClassWeightedReducer needs labels to look up class weights")
+            raise MissingInputError("ClassWeightedReducer needs labels to look up class weights")
         self.weights = c_f.to_device(self.weights, losses, dtype=losses.dtype)
         return torch.mean(losses * self.weights[labels[anchors]])
 

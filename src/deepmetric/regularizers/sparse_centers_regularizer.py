@@ -6,7 +6,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
-from ..utils.errors import require
+from ..utils.errors import ShapeError, require
 from .base_regularizer import BaseRegularizer
 
 
@@ -39,6 +39,7 @@ class SparseCentersRegularizer(BaseRegularizer):
             weights.shape[0] == self._num_rows,
             f"SparseCentersRegularizer expects {self._num_rows} rows "
             f"(num_classes x centers_per_class), got {weights.shape[0]}",
+            ShapeError,
         )
         sims = self.distance(weights)
         same = self.same_class_mask.to(sims.device)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data.sampler import BatchSampler
 
 from ..utils import common_functions as c_f
-from ..utils.errors import require
+from ..utils.errors import ShapeError, require
 
 
 class HierarchicalSampler(BatchSampler):
@@ -51,6 +51,7 @@ class HierarchicalSampler(BatchSampler):
         require(
             labels.ndim == 2,
             f"labels must be 2-D of shape (num_items, levels), got shape {labels.shape}",
+            ShapeError,
         )
         require(
             batch_size % super_classes_per_batch == 0,

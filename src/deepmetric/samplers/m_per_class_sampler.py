@@ -5,7 +5,7 @@ import torch
 from torch.utils.data.sampler import Sampler
 
 from ..utils import common_functions as c_f
-from ..utils.errors import require
+from ..utils.errors import SizeArgumentError, require
 
 
 class MPerClassSampler(Sampler):
@@ -64,8 +64,10 @@ class MPerClassSampler(Sampler):
         self.labels = list(self.labels_to_indices.keys())
         self.length_of_single_pass = self.m_per_class * len(self.labels)
         self.list_size = length_before_new_iter
-        require(self.m_per_class > 0, f"m must be positive, got {m}")
-        require(len(self.labels) > 0, "labels is empty: the sampler needs at least one class")
+        require(self.m_per_class > 0, f"m must be positive, got {m}", SizeArgumentError)
+        require(
+            len(self.labels) > 0, "labels is empty: the sampler needs at least one class", SizeArgumentError
+        )
         if self.batch_size is None:
             if self.length_of_single_pass < self.list_size:
                 self.list_size -= self.list_size % self.length_of_single_pass

@@ -6,7 +6,7 @@ import torch
 import tqdm
 
 from ..utils import common_functions as c_f
-from ..utils.errors import ArgumentError
+from ..utils.errors import ArgumentError, UnknownNameError
 
 
 class BaseTester:
@@ -228,7 +228,7 @@ class BaseTester:
         for i, (query_split, reference_splits) in enumerate(splits_to_eval):
             for name in [*reference_splits, query_split]:
                 if name not in dataset_dict:
-                    raise ArgumentError(
+                    raise UnknownNameError(
                         f"splits_to_eval names split {name!r}, which is not in dataset_dict "
                         f"(splits: {list(dataset_dict)})"
                     )

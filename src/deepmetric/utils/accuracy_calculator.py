@@ -41,6 +41,7 @@ import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from . import common_functions as c_f
+from .errors import MissingInputError, ShapeError
 from .kmeans import TorchKMeans
 from .knn import ExactKNN
 from .positive_ranks import positive_ranks, supports_distance
@@ -643,7 +644,7 @@ class AccuracyCalculator:
     # ------------------------------------------------------------------ main entry point
     def _to_tensor(self, x, name, is_labels):
         if x is None:
-            raise ValueError(f"{name} must be given")
+            raise MissingInputError(f"{name} must be given")
         x = c_f.numpy_to_torch(x)
         if not torch.is_tensor(x):
             x = torch.as_tensor(x)
@@ -654,7 +655,7 @@ class AccuracyCalculator:
             needs_64 = not x.is_floating_point() and x.numel() > 0 and int(x.abs().max()) > _FLOAT32_EXACT_INT
             return x.to(torch.float64 if needs_64 else torch.float32)
         if x.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
+            raise ShapeError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
         x = x.to(torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values")
@@ -687,9 +688,9 @@ class AccuracyCalculator:
                 f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
             )
         if len(query) == 0 or len(reference) == 0:
-            raise ValueError("query and reference must contain at least one embedding each")
+            raise ShapeError("query and reference must contain at least one embedding each")
         if query.shape[1] != reference.shape[1]:
-            raise ValueError(
+            raise ShapeError(
                 f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
             )
         if ref_includes_query and not (

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..ops import dtypes as _dtypes
-from .errors import ArgumentError
+from .errors import ArgumentError, MissingInputError
 
 LOGGER_NAME = "PML"
 LOGGER = logging.getLogger(LOGGER_NAME)
@@ -489,12 +489,12 @@ def indices_tuple_not_supported(indices_tuple):
 
 def labels_required(labels):
     if labels is None:
-        raise ValueError("labels are required for this loss")
+        raise MissingInputError("labels are required for this loss")
 
 
 def labels_or_indices_tuple_required(labels, indices_tuple):
     if labels is None and indices_tuple is None:
-        raise ValueError("labels or indices_tuple must be provided")
+        raise MissingInputError("labels or indices_tuple must be provided")
 
 
 def concatenate_indices_tuples(it1, it2):
@@ -511,6 +511,7 @@ def append_map(it, suf):
 
 def _urlretrieve(url, filename, chunk_size=32768):
     raise RuntimeError(
-        "deepmetric never downloads anything: place the dataset files in a local folder "
-        f"(requested URL: {url})"
+        f"deepmetric does not provide the reference's private helper _urlretrieve (requested URL: "
+        f"{url}): the built-in datasets download with download=True; a custom dataset's "
+        "download_and_remove must fetch its files itself"
     )

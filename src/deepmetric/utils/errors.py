@@ -3,6 +3,13 @@
 The reference library signals many bad arguments with a bare ``assert``. Asserts vanish under
 ``python -O`` and say little, so deepmetric raises :class:`ArgumentError` instead: it subclasses
 both ``ValueError`` and ``AssertionError``, so code written against either keeps working.
+
+Where the reference fails on a bad input with whatever breaks first deep inside (an
+``IndexError`` from indexing, a ``RuntimeError`` from a matrix product, an ``AttributeError`` on
+``None``, a ``ZeroDivisionError``), deepmetric checks the input up front and raises one of the
+classes below: each keeps a clear message naming the argument and also subclasses the types the
+reference raises for that kind of mistake, so a ported ``except RuntimeError:`` (or
+``IndexError``, ...) still catches it.
 """
 
 
@@ -10,7 +17,51 @@ class ArgumentError(ValueError, AssertionError):
     """A bad argument or an inconsistent input, explained in the message."""
 
 
-def require(condition, message):
-    """Raise :class:`ArgumentError` with ``message`` unless ``condition`` holds."""
+# --- Errors that also carry the reference's exception types -----------------------------------
+
+
+class ShapeError(ArgumentError, IndexError, RuntimeError):
+    """A tensor of the wrong shape: wrong number of dimensions, mismatched widths or lengths, an
+    empty batch, a row count that does not match (the reference: ``IndexError`` or
+    ``RuntimeError`` from indexing or a matrix product)."""
+
+
+class OutOfRangeError(ArgumentError, IndexError, RuntimeError):
+    """A label, index or ``k`` outside its valid range (the reference: ``IndexError`` from
+    indexing, or ``RuntimeError`` from ``one_hot``, ``scatter`` or ``topk``)."""
+
+
+class MissingInputError(ArgumentError, AttributeError, TypeError, IndexError):
+    """A required input is ``None`` (labels, ref_labels, reference_labels, a threshold); the
+    reference fails with ``AttributeError`` or ``TypeError`` on ``None``, or with ``IndexError``
+    comparing the wrong labels."""
+
+
+class UnknownNameError(ArgumentError, AttributeError, KeyError):
+    """An unknown name (a reduction type, a dataset split); the reference fails with the
+    ``AttributeError`` or ``KeyError`` of the lookup."""
+
+    __str__ = ValueError.__str__  # KeyError's own __str__ would quote the message
+
+
+class SizeArgumentError(ArgumentError, ZeroDivisionError, IndexError, RuntimeError):
+    """A size, count or bin-width argument outside its range (``num_bins=0``, ``m=0``,
+    ``num_classes=0``, ...); the reference divides by it (``ZeroDivisionError``) or builds empty
+    tensors from it (``IndexError``/``RuntimeError``)."""
+
+
+class NotATensorError(TypeError, AttributeError):
+    """A tensor argument given as something else (a list, a NumPy array); the reference fails
+    with ``AttributeError`` on ``.shape``, ``.norm`` or ``.device``."""
+
+
+class DtypeError(TypeError, IndexError, RuntimeError):
+    """A tensor of the wrong dtype (integer embeddings, floating-point labels); the reference
+    fails inside torch with ``IndexError`` or ``RuntimeError``."""
+
+
+def require(condition, message, error=ArgumentError):
+    """Raise ``error`` (default :class:`ArgumentError`) with ``message`` unless ``condition``
+    holds."""
     if not condition:
-        raise ArgumentError(message)
+        raise error(message)

@@ -10,6 +10,7 @@ import torch
 
 from ..distances import BatchedDistance, CosineSimilarity
 from . import common_functions as c_f
+from .errors import MissingInputError, OutOfRangeError
 from .knn import ExactKNN, exact_knn
 
 
@@ -74,7 +75,7 @@ class MatchFinder:
     def _threshold(self, threshold):
         threshold = self.threshold if threshold is None else threshold
         if threshold is None:
-            raise ValueError("No threshold: pass threshold= here or to MatchFinder(threshold=...)")
+            raise MissingInputError("No threshold: pass threshold= here or to MatchFinder(threshold=...)")
         return threshold
 
     def _compare(self, values, threshold):
@@ -198,6 +199,8 @@ class FaissKNN:
     def __call__(self, query, k, reference=None, ref_includes_query=False):
         if ref_includes_query:
             k = k + 1
+        if k < 1:
+            raise OutOfRangeError(f"k must be at least 1, got {k}")
         device = query.device
         dim = query.shape[1]
         c_f.LOGGER.info("running k-nn with k=%d", k)

@@ -15,6 +15,7 @@ from ..distances.base_distance import BaseDistance
 from ..distances.cosine_similarity import CosineSimilarity
 from ..distances.dot_product_similarity import DotProductSimilarity
 from ..distances.lp_distance import LpDistance
+from .errors import OutOfRangeError, ShapeError
 
 # Bytes of scratch memory one search may use for scores; decides the block size when not given.
 # Overridable per object (``memory_budget_bytes``) or globally with DEEPMETRIC_KNN_MEMORY_MB.
@@ -157,7 +158,7 @@ def exact_knn(
     query = _as_2d_tensor(query, "query")
     reference = query if reference is None else _as_2d_tensor(reference, "reference")
     if query.shape[1] != reference.shape[1]:
-        raise ValueError(
+        raise ShapeError(
             "query and reference must have the same width: "
             f"query has {query.shape[1]} columns, reference has {reference.shape[1]}"
         )
@@ -165,10 +166,10 @@ def exact_knn(
     own = 1 if ref_includes_query else 0
     k = _as_int(k, "k")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise OutOfRangeError(f"k must be at least 1, got {k}")
     if k > nr - own:
         extra = " excluding each query's own entry" if own else ""
-        raise ValueError(f"k={k} exceeds the number of reference embeddings{extra} ({nr - own})")
+        raise OutOfRangeError(f"k={k} exceeds the number of reference embeddings{extra} ({nr - own})")
     if own and nr < nq:
         raise ValueError(
             "ref_includes_query=True needs the query set to be the first rows of the reference "
@@ -368,7 +369,7 @@ def _as_2d_tensor(x, name):
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (num_embeddings, dim), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+        raise ShapeError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
     return x

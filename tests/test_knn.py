@@ -188,22 +188,26 @@ def test_bad_constructor_arguments_are_rejected():
 
 def test_block_size_bounds_the_score_matrix(monkeypatch):
     import deepmetric.utils.knn as knn_module
+    from deepmetric.utils._knn_scores import Scorer
 
     shapes = []
-    original = knn_module._ordered_topk
+    original = Scorer.ascending_keys
 
-    def spy(scores, k, largest):
-        shapes.append(tuple(scores.shape))
-        return original(scores, k, largest)
+    def spy(self, q, c0, c1, precise=False):
+        keys = original(self, q, c0, c1, precise)
+        shapes.append((tuple(keys.shape), keys.element_size()))
+        return keys
 
-    monkeypatch.setattr(knn_module, "_ordered_topk", spy)
+    monkeypatch.setattr(Scorer, "ascending_keys", spy)
     exact_knn(torch.randn(100, 4), 3, torch.randn(500, 4), block_size=16)
-    assert max(s[0] for s in shapes) == 16 and len(shapes) == 7
+    assert max(rows for (rows, _), _ in shapes) == 16 and len(shapes) == 7
     shapes.clear()
     budget = 1_000_000
     exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=budget)
-    assert max(s[0] * s[1] for s in shapes) <= budget // knn_module._BYTES_PER_ENTRY
-    assert max(s[1] for s in shapes) < 5000  # the reference set was chunked
+    # float32 keys: _BYTES_PER_ENTRY bytes of scratch each (the key and topk's workspace)
+    assert all(size == 4 for _, size in shapes)
+    assert max(rows * cols for (rows, cols), _ in shapes) <= budget // knn_module._BYTES_PER_ENTRY
+    assert max(cols for (_, cols), _ in shapes) < 5000  # the reference set was chunked
 
 
 @requires_reference

@@ -188,7 +188,7 @@ def test_multi_column_and_negative_zero_labels_match_search(counting):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_many_exact_ties_match_search(monkeypatch, seed, counting):
-    spy = Spy(monkeypatch, "_tied_positives_before")
+    spy = Spy(monkeypatch, "_close_positives_before")
     gen = torch.Generator().manual_seed(seed)
     # Few distinct points: nearly every key is tied, across and within classes.
     x = torch.randint(0, 3, (240, 3), generator=gen).float()

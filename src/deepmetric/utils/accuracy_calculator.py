@@ -41,7 +41,7 @@ import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from . import common_functions as c_f
-from .errors import ArgumentError
+from .errors import ArgumentError, SearchInputError
 from .inference import FaissKMeans
 from .kmeans import TorchKMeans
 from .knn import ExactKNN
@@ -692,10 +692,10 @@ class AccuracyCalculator:
             needs_64 = not x.is_floating_point() and x.numel() > 0 and int(x.abs().max()) > _FLOAT32_EXACT_INT
             return x.to(torch.float64 if needs_64 else torch.float32)
         if x.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
+            raise SearchInputError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
         x = x.to(torch.float32)
         if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise SearchInputError(f"{name} contains NaN or Inf values")
         return x
 
     def get_accuracy(
@@ -725,9 +725,9 @@ class AccuracyCalculator:
                 f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
             )
         if len(query) == 0 or len(reference) == 0:
-            raise ValueError("query and reference must contain at least one embedding each")
+            raise SearchInputError("query and reference must contain at least one embedding each")
         if query.shape[1] != reference.shape[1]:
-            raise ValueError(
+            raise SearchInputError(
                 f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
             )
         if ref_includes_query and not (

@@ -294,14 +294,24 @@ class _RefinedSearch:
         excluded = scorer.approx_values(q, following.unsqueeze(1))[:, 0]
         wide = ~(excluded > limit) & (kc < scorer.n)
         every = self.exact_values and not precise
-        values, indices = _exact_order(scorer, q, approx, indices, bound, kk, every)
-        if wide.any():
-            rows = wide.nonzero().reshape(-1)
-            needed = self._count_at_most(q[rows], limit[rows])
+        if not wide.any():
+            return _exact_order(scorer, q, approx, indices, bound, kk, every)
+        values = torch.empty(q.shape[0], kk, dtype=torch.float64, device=q.device)
+        out_indices = torch.empty(q.shape[0], kk, dtype=torch.long, device=q.device)
+        narrow = (~wide).nonzero().reshape(-1)
+        if len(narrow):
+            values[narrow], out_indices[narrow] = _exact_order(
+                scorer, q[narrow], approx[narrow], indices[narrow], bound[narrow], kk, every
+            )
+        rows = wide.nonzero().reshape(-1)
+        # float64 keys take twice the bytes: half as many rows at a time keeps the budget.
+        step = len(rows) if self.precise else max(1, self.block_rows // 2)
+        for s in range(0, len(rows), step):
+            part = rows[s : s + step]
+            needed = self._count_at_most(q[part], limit[part])
             wider = min(scorer.n, max(int(needed.max()), 2 * kc))
-            v, i = self._ordered(q[rows], wider, True)
-            values[rows], indices[rows] = v, i
-        return values, indices
+            values[part], out_indices[part] = self._ordered(q[part], wider, True)
+        return values, out_indices
 
     def _candidates(self, q, kc, precise):
         """``(keys, indices, following)``: the ``kc`` smallest ascending keys of each row in

@@ -236,7 +236,6 @@ def _count_by_bins(keys, positives, num_real, unresolved, bound, neg_before):
     """
     b, width = positives.shape
     device = keys.device
-    inf = float("inf")
     nb = max(_MIN_BINS, _BINS_PER_POSITIVE * (width - 1))
     real = (torch.arange(width, device=device) < num_real[:, None]) & ~unresolved[:, None]
     values = positives.masked_fill(~real, 0.0)
@@ -254,16 +253,9 @@ def _count_by_bins(keys, positives, num_real, unresolved, bound, neg_before):
 
     pos_per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
     pos_per_bin.scatter_add_(1, to_bins(values), real.long())
-    # Windows: +1 at the bin of p - 2B, -1 after the bin of p + 2B; covered where the sum is > 0.
-    margin = (2 * bound).unsqueeze(1)
-    w_lo = (values.double() - margin).to(values.dtype)
-    w_lo = torch.nextafter(w_lo, torch.full_like(w_lo, -inf))
-    w_hi = (values.double() + margin).to(values.dtype)
-    w_hi = torch.nextafter(w_hi, torch.full_like(w_hi, inf))
-    cover = torch.zeros(b, nb + 3, dtype=torch.long, device=device)
-    cover.scatter_add_(1, to_bins(w_lo), real.long())
-    cover.scatter_add_(1, to_bins(w_hi) + 1, -real.long())
-    occupied = torch.cumsum(cover, dim=1)[:, : nb + 2] > 0
+    occupied = pos_per_bin > 0
+    if bool((bound > 0).any()):
+        _cover_windows(occupied, values, real, bound, to_bins)
     below = torch.cumsum(pos_per_bin, dim=1) - pos_per_bin
     bins = to_bins(keys)
     per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
@@ -271,6 +263,44 @@ def _count_by_bins(keys, positives, num_real, unresolved, bound, neg_before):
     neg_before.scatter_add_(1, below, per_bin.masked_fill_(occupied, 0))
     # Infinite keys (hidden positive columns, NaN) rank after every positive: no need to place.
     return occupied.gather(1, bins) & torch.isfinite(keys)
+
+
+def _cover_windows(occupied, values, real, bound, to_bins):
+    """Mark in ``occupied`` (b, bins) every bin that the window ``[p - 2B, p + 2B]`` of a real
+    positive ``p`` meets (its own bin is marked already)."""
+    inf = float("inf")
+    b, n_bins = occupied.shape
+    margin = (2 * bound).unsqueeze(1)
+    own = to_bins(values)
+    low = (values.double() - margin).to(values.dtype)
+    low = to_bins(torch.nextafter(low, torch.full_like(low, -inf)))
+    high = (values.double() + margin).to(values.dtype)
+    high = to_bins(torch.nextafter(high, torch.full_like(high, inf)))
+    # Most windows stay inside their own bin; the others usually reach one neighbour.
+    spills = real & ((low != own) | (high != own))
+    if not spills.any():
+        return
+    rows = torch.arange(b, device=values.device).unsqueeze(1).expand_as(low)[spills]
+    low, high = low[spills], high[spills]
+    flat = occupied.view(-1)
+    base = rows * n_bins
+    flat[base + low] = True
+    flat[base + high] = True
+    wide = high - low > 1
+    if wide.any():
+        starts, lengths, base = low[wide] + 1, high[wide] - low[wide] - 1, base[wide]
+        total = int(lengths.sum())
+        if total <= 4 * occupied.numel():
+            first = torch.cumsum(lengths, 0) - lengths
+            step = torch.arange(total, device=values.device) - first.repeat_interleave(lengths)
+            flat[(base + starts).repeat_interleave(lengths) + step] = True
+        else:
+            cover = torch.zeros(b * n_bins + 1, dtype=torch.int32, device=values.device)
+            ones = torch.ones_like(starts, dtype=torch.int32)
+            cover.index_put_((base + starts,), ones, accumulate=True)
+            cover.index_put_((base + starts + lengths,), -ones, accumulate=True)
+            # Window ends never cross a row (bins are clamped), so one running sum serves all.
+            occupied |= (torch.cumsum(cover, dim=0)[:-1] > 0).view(b, n_bins)
 
 
 def _positions(positives, r, x, side):
@@ -318,7 +348,8 @@ def _close_positives_before(positives, columns, r, lo, hi, x, c, ref_order, exac
             wanted[r[step < span], j[step < span]] = True
         pos_rows, pos_slots = wanted.nonzero(as_tuple=True)
         pos_exact = torch.zeros_like(positives, dtype=torch.float64)
-        pos_exact[pos_rows, pos_slots] = exact(pos_rows, columns[pos_rows, pos_slots.clamp(max=columns.shape[1] - 1)])
+        slots = pos_slots.clamp(max=columns.shape[1] - 1)
+        pos_exact[pos_rows, pos_slots] = exact(pos_rows, columns[pos_rows, slots])
     else:
         pos_exact = positives
     extra = torch.zeros_like(lo)

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .distributed import is_distributed
+from .errors import SearchInputError
 from .knn import default_distance, drop_own_entry, exact_knn, merge_candidates, search_exact
 
 
@@ -32,7 +33,7 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     if not is_distributed():
         return exact_knn(query, k, reference, ref_includes_query=ref_includes_query, distance=distance)
     if query.ndim != 2 or reference.ndim != 2:
-        raise ValueError(
+        raise SearchInputError(
             "query and reference shards must be 2-D, got shapes "
             f"{tuple(query.shape)} and {tuple(reference.shape)}"
         )
@@ -41,13 +42,15 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     query_sizes, ref_sizes = sizes[:, 0].tolist(), sizes[:, 1].tolist()
     width = sizes[:, 2].unique()
     if len(width) != 1:
-        raise ValueError(f"every rank's shards must have the same width, got widths {sizes[:, 2].tolist()}")
+        raise SearchInputError(
+            f"every rank's shards must have the same width, got widths {sizes[:, 2].tolist()}"
+        )
     own = 1 if ref_includes_query else 0
     total_refs = sum(ref_sizes)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+        raise SearchInputError(f"k must be a positive int, got {k!r}")
     if k > total_refs - own:
-        raise ValueError(
+        raise SearchInputError(
             f"k={k} exceeds the number of reference embeddings over all ranks ({total_refs - own})"
         )
     kk = k + own

@@ -121,10 +121,10 @@ class Scorer:
             a = q[rows[s : s + step]].double()
             b = self.reference[columns[s : s + step]].double()
             if self.mode == "dot":
-                out[s : s + step] = (a * b).sum(dim=1).neg_()
+                out[s : s + step] = a.mul_(b).sum(dim=1).neg_()
             else:
-                diff = a - b
-                out[s : s + step] = (diff * diff).sum(dim=1)
+                diff = a.sub_(b)
+                out[s : s + step] = diff.mul_(diff).sum(dim=1)
         return out
 
     def bound(self, q, precise=False):

@@ -415,6 +415,7 @@ def test_exact_knn_reads_and_writes_what_faiss_writes_and_reads(tmp_path, metric
     _, expected = index.search(query.numpy(), 4)
     assert torch.equal(knn(query, 4)[1], torch.from_numpy(expected))
     knn.save(tmp_path / "ours.idx")
+    assert (tmp_path / "ours.idx").read_bytes() == (tmp_path / "faiss.idx").read_bytes()
     back = faiss.read_index(str(tmp_path / "ours.idx"))
     assert type(back) is type(index) and back.ntotal == 60
     assert np.array_equal(back.reconstruct_n(0, 60), data.numpy())

@@ -148,6 +148,9 @@ def instantiate(key, cls, *args, **kwargs):
 def argument_at_fault(args_key, err, kwargs):
     """``args_key.name`` for the first argument the error message names, else ``args_key``."""
     message = str(err)
+    missing = re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: '(\w+)'", message)
+    if missing:
+        return f"{args_key}.{missing.group(1)}"
     for name in kwargs:
         if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", message):
             return f"{args_key}.{name}"
@@ -245,14 +248,18 @@ def load_state_dict_file(model, path):
         raise ConfigError(key, f"{path!r} is not a readable state dict: {one_line(err)}") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ConfigError(key, f"{path!r} must hold a state dict (parameter names to tensors)")
-    result = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {_few(result.missing_keys)}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {_few(result.unexpected_keys)}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
+               if k in state and state[k].shape != own[k].shape]
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", resized)):
+        if keys:
+            problems.append(f"{what} {_few(keys)}")
     if problems:
         raise ConfigError(key, f"{path!r} does not match the model: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
 
 
 def _few(keys, n=4):
@@ -294,8 +301,9 @@ def build_loss(config, num_classes, embedding_size):
     names, _ = accepted_arguments(cls)
     if names and "num_classes" in names and "num_classes" not in args:
         filled["num_classes"] = num_classes
-    if names and "embedding_size" in names and "embedding_size" not in args:
-        filled["embedding_size"] = embedding_size
+    for size_name in ("embedding_size", "descriptors_dim"):
+        if names and size_name in names and size_name not in args:
+            filled[size_name] = embedding_size
     args = {**filled, **check_arguments("loss", cls, args, filled)}
     parts = {
         "distance": (distances, distances.BaseDistance),
@@ -341,6 +349,7 @@ def build_sampler(config, labels, super_labels, global_batch_size):
     if name == "MPerClassSampler":
         filled = {"batch_size": global_batch_size, "length_before_new_iter": len(labels)}
         args = {**filled, **check_arguments("sampler", cls, args, ("labels", *filled))}
+        _check_m_per_class(args, len(set(int(x) for x in labels)))
         # one process's view: GlobalBatches hands every process its share of each global batch
         return instantiate("sampler", cls, labels, num_replicas=1, rank=0, **args)
     if super_labels is None:
@@ -355,6 +364,21 @@ def build_sampler(config, labels, super_labels, global_batch_size):
     args = {**filled, **check_arguments("sampler", cls, args, ("labels", *filled))}
     two_level = np.stack([np.asarray(labels), np.asarray(super_labels)], axis=1)
     return instantiate("sampler", cls, two_level, **args)
+
+
+def _check_m_per_class(args, num_classes):
+    """The batch constraints of MPerClassSampler, phrased for the keys a user sets."""
+    m, batch = args.get("m"), args["batch_size"]
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ConfigError("sampler.args.m", f"must be a positive integer, got {m!r}")
+    if m * num_classes < batch:
+        raise ConfigError(
+            "sampler.args.m",
+            f"m={m} x {num_classes} training classes = {m * num_classes} items, fewer than batch_size "
+            f"{batch}: raise m to at least {-(-batch // num_classes)} or lower batch_size",
+        )
+    if batch % m:
+        raise ConfigError("batch_size", f"must be a multiple of the sampler's m ({m}), got {batch}")
 
 
 def build_optimizer(config, parameters):

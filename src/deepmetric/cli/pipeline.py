@@ -81,7 +81,10 @@ def retrieval_metrics(embeddings, labels, config):
         raise ConfigError("evaluation.metrics", one_line(err)) from None
     labels = torch.as_tensor(np.asarray(labels))
     result = calculator.get_accuracy(embeddings, labels, embeddings, labels, ref_includes_query=True)
-    return {name: float(value) for name, value in result.items()}
+    ordered = [m for m in evaluation["metrics"] if m in result] + [
+        m for m in result if m not in evaluation["metrics"]
+    ]
+    return {name: float(result[name]) for name in ordered}  # in the config's order
 
 
 class Run:
@@ -478,8 +481,8 @@ def summary(results, config):
         if name not in results:
             continue
         section = results[name]
-        what = "unseen classes" if name == "zero_shot" else "held-out items of the training classes"
-        lines.append(f"{name}: {section['classes']} {what}, {section['items']} items")
+        what = "unseen classes" if name == "zero_shot" else "training classes (items never trained on)"
+        lines.append(f"{name}: {section['items']} items of {section['classes']} {what}")
         lines.append(" " * 24 + "".join(m.rjust(width) for m in metrics))
         epoch = selection.get("epoch")
         trained = f"trained (epoch {epoch})" if epoch else "trained"

@@ -1,5 +1,7 @@
 """The run report's pieces: 2-D projections, the two pictures, the history CSV and TensorBoard."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,39 @@ def test_tensorboard_scalars_are_written_when_installed(tmp_path):
     log.close()
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
     assert report.TensorBoardLog(None).writer is None
+
+
+def test_a_run_logs_every_iteration_and_projects_the_held_out_embeddings_every_epoch(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("sklearn")
+    from _cli_helpers import digits_config
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from deepmetric.cli.main import main
+
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "pca")
+    out = tmp_path / "run"
+    assert main(["train", digits_config(tmp_path, 2), "--output", str(out), "--quiet"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    rates = events.Scalars("train/lr")
+    per_epoch = len(losses) // 2
+    assert per_epoch > 1 and [e.step for e in losses] == list(range(1, 2 * per_epoch + 1))
+    assert [e.step for e in rates] == [e.step for e in losses] and rates[0].value == pytest.approx(0.01)
+    validation = events.Scalars("epoch/validation_mean_average_precision_at_r")
+    assert [e.step for e in validation] == [per_epoch, 2 * per_epoch]
+    held_out = json.loads((out / "metrics.json").read_text())["held_out"]["items"]
+    for epoch in (1, 2):
+        folder = out / "tensorboard" / f"{epoch:05d}" / "held_out"
+        labels = (folder / "metadata.tsv").read_text().split()
+        rows = (folder / "tensors.tsv").read_text().strip().splitlines()
+        assert len(labels) == len(rows) == held_out
+        assert set(labels) == {str(d) for d in range(10)}
+        assert len(rows[0].split("\t")) == 16
+    # resuming to a third epoch continues the curves without doubling them
+    assert main(["train", "--output", str(out), "--resume", "--epochs", "3", "--quiet"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, 3 * per_epoch + 1))

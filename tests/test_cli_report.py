@@ -51,6 +51,21 @@ def test_pictures_are_written(tmp_path, monkeypatch):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_many_classes_are_shown_as_a_seeded_choice_with_their_names(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    monkeypatch.setenv("DEEPMETRIC_PROJECTION", "pca")
+    labels = np.repeat(np.arange(30), 4)
+    x = np.random.RandomState(0).randn(120, 5)
+    titles, legends = [], []
+    monkeypatch.setattr(plt, "close", lambda fig: (titles.append(fig.axes[0].get_title()),
+                                                   legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])))
+    report.plot_embeddings(x, labels, str(tmp_path / "e.png"), "unseen", seed=1, name_of=lambda c: f"c{c}")
+    report.plot_embeddings(x, labels, str(tmp_path / "e.png"), "unseen", seed=1, name_of=lambda c: f"c{c}")
+    assert titles[0] == f"unseen, {report.MAX_PLOTTED_CLASSES} of 30 classes (PCA)"
+    assert len(legends[0]) == report.MAX_PLOTTED_CLASSES and legends[0] == legends[1]
+    assert all(name.startswith("c") for name in legends[0])
+
+
 def test_history_rows_of_a_resumed_epoch_replace_the_old_ones(tmp_path):
     path = str(tmp_path / "history.csv")
     for epoch in (1, 2, 3):

@@ -252,8 +252,11 @@ def load_state_dict_file(model, path):
     problems = []
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    resized = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
-               if k in state and state[k].shape != own[k].shape]
+    resized = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", resized)):
         if keys:
             problems.append(f"{what} {_few(keys)}")

@@ -535,11 +535,12 @@ def _selection_text(selection, config):
 
 
 def _write_report(output, config, run, results):
+    epochs = f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''}"
     lines = [
         "# deepmetric run report",
         "",
         f"Dataset `{_name(config, 'dataset')}`, model `{_name(config, 'model')}` ({run.embedding_size}-d "
-        f"embeddings), loss `{_name(config, 'loss')}`, {config['epochs']} epochs, seed {config['seed']}; "
+        f"embeddings), loss `{_name(config, 'loss')}`, {epochs}, seed {config['seed']}; "
         f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`; the selected "
         "weights are in `model.pt`.",
         "",

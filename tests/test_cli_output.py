@@ -70,6 +70,24 @@ def test_a_run_warns_about_nothing(tmp_path, capsys, caplog):
     assert "missing" not in capsys.readouterr().err
 
 
+def test_an_interrupted_run_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train_command", interrupted)
+    assert main(["train", "--output", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"deepmetric: interrupted; continue with: deepmetric train --output {tmp_path / 'run'} --resume"
+    )
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--output", str(tmp_path), "--resume", "--overwrite"])
+    assert exit.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def section(trained, baseline):
     return {"trained": trained, "baseline_raw_inputs": baseline}
 
@@ -118,4 +136,4 @@ def test_readme_config_keys_are_the_defaults():
         assert re.search(rf"^{key}:", block, re.M), key
     for key in DEFAULT_CONFIG["evaluation"]:
         assert re.search(rf"^  {key}:", block, re.M), key
-    assert "name: Glyphs" in block and "m: 4" in block and "epochs: 10" in block
+    assert "name: Glyphs" in block and "m: 4" in block and "epochs: 8" in block

@@ -18,7 +18,7 @@ import os
 # fonts). It trains on half of the characters and is evaluated on the other, unseen half.
 DEFAULT_CONFIG = {
     "seed": 0,
-    "epochs": 10,
+    "epochs": 8,
     "batch_size": 128,
     "device": "cpu",
     "num_workers": 0,

@@ -315,7 +315,7 @@ def _train(run, folder, resume, quiet, progress, log):
     evaluation = config["evaluation"]
     select = evaluation["select"]
     history = os.path.join(folder, "history.csv")
-    done = _resume_point(folder, config["epochs"], log) if resume else 0
+    done = _resume_point(folder, config["epochs"], log if main else _silent) if resume else 0
     previous = [r for r in report.read_history(history) if int(r["epoch"]) <= done]
     column = f"validation_{select}"
     best = {"epoch": 0, "value": None}

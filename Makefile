@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 demo: $(STAMP)
-	$(PY) -m deepmetric train --output runs/demo
+	$(PY) -m deepmetric train --output runs/demo --overwrite
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -9,8 +9,9 @@ evaluated on characters it has never seen (zero-shot retrieval, the usual protoc
 learning).
 
 Each item is a float32 ``(1, image_size, image_size)`` tensor, ink 1 on a background of 0.
-Everything is a function of ``seed``: the class split and the drawing of sample ``j`` of class
-``c`` depend on ``(seed, c, j)`` only, so a split is a subset of ``"train+test"``.
+Everything is a function of ``seed`` (for a given matplotlib, whose fonts are the source): the
+class split and the drawing of sample ``j`` of class ``c`` depend on ``(seed, c, j)`` only, so a
+split is a subset of ``"train+test"``.
 
 Rendering needs matplotlib (the ``plot`` extra), and uses its FreeType bindings directly (no
 figure, no Pillow); a few thousand samples take a second or two, and a rendered split is kept in
@@ -150,7 +151,8 @@ class Glyphs(torch.utils.data.Dataset):
         self.split = split
         self.seed = seed
         self.transform = transform
-        self.data = _render_classes(classes, samples_per_class, image_size, seed)
+        # a copy: the rendering is cached for the next instance, which must not see changes to this one
+        self.data = _render_classes(classes, samples_per_class, image_size, seed).clone()
         self.labels = torch.tensor(classes, dtype=torch.int64).repeat_interleave(samples_per_class)
         category_index = {name: i for i, name in enumerate(self.category_names)}
         self.super_labels = torch.tensor(
@@ -170,16 +172,13 @@ class Glyphs(torch.utils.data.Dataset):
 @functools.lru_cache(maxsize=8)
 def _render_classes(classes, samples_per_class, image_size, seed):
     """``(len(classes) * samples_per_class, 1, S, S)`` float32: every drawing, class by class."""
-    _, _, fonts = class_table()
-    characters = class_table()[0]
+    characters, _, fonts = class_table()
     out = np.empty((len(classes), samples_per_class, image_size, image_size), dtype=np.float32)
     for i, c in enumerate(classes):
         rng = np.random.default_rng([seed, c])
         for j in range(samples_per_class):
             out[i, j] = _draw(characters[c], fonts[c], image_size, rng)
-    data = torch.from_numpy(out.reshape(-1, 1, image_size, image_size))
-    data.requires_grad_(False)
-    return data
+    return torch.from_numpy(out.reshape(-1, 1, image_size, image_size))
 
 
 @functools.cache

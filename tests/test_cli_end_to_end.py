@@ -191,7 +191,7 @@ def _checkpoints(folder):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
-    epochs = 6
+    epochs = 4
     config = digits_config(tmp_path, epochs)
     straight = tmp_path / "straight"
     proc = popen_cli("train", config, "--output", str(straight))

@@ -53,11 +53,11 @@ def command_env(**extra):
                 DEEPMETRIC_PROJECTION="pca", **extra)
 
 
-def popen_cli(*args, **kwargs):
+def popen_cli(*args, env=None, **kwargs):
     """``python -m deepmetric ARGS`` in a child process, output piped."""
     return subprocess.Popen(
         [sys.executable, "-m", "deepmetric", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=command_env(), **kwargs,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or command_env(), **kwargs,
     )
 
 

@@ -34,7 +34,7 @@ conformance: $(STAMP)
 	fi
 
 demo: $(STAMP)
-	$(PY) -m deepmetric train --output runs/demo
+	$(PY) -m deepmetric train --output runs/demo --overwrite
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -26,7 +26,7 @@ test: $(STAMP)
 CONFORMANCE := ../shared/conformance/run
 conformance: $(STAMP)
 	@if [ -x $(CONFORMANCE) ]; then \
-		PYTHON=$(PY) $(CONFORMANCE); \
+		PYTHON=$(abspath $(PY)) $(CONFORMANCE); \
 	elif [ "$${CI:-}" = "true" ]; then \
 		echo "conformance: $(CONFORMANCE) not found, and CI=true requires it"; exit 1; \
 	else \
@@ -34,7 +34,7 @@ conformance: $(STAMP)
 	fi
 
 demo: $(STAMP)
-	$(PY) -m deepmetric train --output runs/demo
+	$(PY) -m deepmetric train --output runs/demo --overwrite
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

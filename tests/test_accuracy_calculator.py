@@ -385,7 +385,7 @@ def test_defaults_and_api_lists():
     assert c.requires_knn() == ["precision_at_1", "mean_average_precision", "mean_average_precision_at_r", "r_precision"]
     assert c.description() == "" and calc(avg_of_avgs=True).description() == "avg_of_avgs"
     assert c.k is None and c.label_comparison_fn is ac.EQUALITY
-    assert isinstance(c.knn_func, ac.ExactKNN) and isinstance(c.kmeans_func, TorchKMeans)
+    assert isinstance(c.knn_func, ac.ExactKNN)
     assert c.determine_k(torch.tensor([3, 7]), 20, True) == 19
     assert calc(k="max_bin_count").determine_k(torch.tensor([3, 7]), 20, True) == 6
     assert calc(k=5).determine_k(torch.tensor([3, 7]), 20, False) == 5
@@ -430,12 +430,46 @@ def test_conflicting_options_rejected():
         calc(label_comparison_fn=torch.eq)
 
 
-def test_k_larger_than_reference_rejected():
-    x, labels = torch.randn(5, 2), torch.tensor([0, 0, 1, 1, 1])
-    with pytest.raises(ValueError, match="exceeds"):
-        calc(include=KNN_METRICS, k=5).get_accuracy(x, labels)
-    with pytest.raises(ValueError, match="exceeds"):
-        calc(exclude=("NMI", "AMI"), k_values=(6,)).get_accuracy(x[:2], labels[:2], x, labels)
+def test_k_larger_than_the_reference_set_uses_the_neighbours_that_exist(caplog):
+    x, labels = clustered(40, 3, 4, seed=20)
+    query, query_labels, reference, reference_labels = x[:10], labels[:10], x[10:], labels[10:]
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
+        clamped = calc(exclude=("NMI", "AMI"), k=100, k_values=(100,)).get_accuracy(
+            query, query_labels, reference, reference_labels
+        )
+    assert "k=100 is more than the 30 reference embeddings" in caplog.text
+    whole = calc(exclude=("NMI", "AMI"), k=None, k_values=(30,)).get_accuracy(
+        query, query_labels, reference, reference_labels
+    )
+    for name in KNN_METRICS:
+        assert clamped[name] == whole[name], name
+    assert clamped["recall_at_100"] == whole["recall_at_30"]
+    assert clamped["mean_average_precision_at_100"] == whole["mean_average_precision_at_30"]
+    # precision_at_100 still divides by 100: all R positives of a query are among the 30.
+    positives = [int((reference_labels == y).sum()) for y in query_labels.tolist()]
+    assert clamped["precision_at_100"] == pytest.approx(mean(positives) / 100, abs=1e-12)
+    # With the query inside the reference set, k counts references other than the query.
+    own = calc(exclude=("NMI", "AMI"), k=50).get_accuracy(x, labels)
+    assert own == calc(exclude=("NMI", "AMI"), k=None).get_accuracy(x, labels)
+
+
+@requires_reference
+def test_k_larger_than_the_reference_set_same_as_reference():
+    # The reference pads faiss' missing neighbours with index -1, read as the label of the last
+    # reference: every metric but MAP (which sums over all k columns) ignores the padding.
+    pytest.importorskip("faiss")
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as Reference
+
+    for seed in range(3):
+        x, labels = clustered(60, 4, 5, seed=30 + seed)
+        args = (x[:20], labels[:20], x[20:], labels[20:])
+        options = {"exclude": ("NMI", "AMI"), "device": CPU}
+        ours = calc(k=100, **options).get_accuracy(*args)
+        theirs = Reference(k=100, **options).get_accuracy(*args)
+        theirs_whole = Reference(k=None, **options).get_accuracy(*args)
+        for name in ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank"):
+            assert ours[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-7), name
+        assert ours["mean_average_precision"] == pytest.approx(theirs_whole["mean_average_precision"], rel=1e-6)
 
 
 def test_mismatched_shapes_and_non_finite_rejected():
@@ -445,10 +479,14 @@ def test_mismatched_shapes_and_non_finite_rejected():
         c.get_accuracy(x, labels[:5])
     with pytest.raises(ValueError, match="same length"):
         c.get_accuracy(x, labels, x, labels[:4])
-    with pytest.raises(ValueError, match="width"):
+    # The reference fails there in faiss (AssertionError), torch (RuntimeError) or by indexing
+    # (IndexError): these errors are also of those types.
+    with pytest.raises(AssertionError, match="width"):
         c.get_accuracy(x, labels, torch.randn(6, 4), labels)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(IndexError, match="2-D"):
         c.get_accuracy(x[:, 0], labels)
+    with pytest.raises(RuntimeError, match="at least one embedding"):
+        c.get_accuracy(torch.randn(0, 3), torch.zeros(0))
     bad = x.clone()
     bad[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -583,3 +621,99 @@ def test_map_at_k_beyond_retrieved_divides_by_min_r_k():
     counts = (torch.tensor([1.0]), torch.tensor([5]))
     got = ac.mean_average_precision_at_k(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0]]), 4, False, counts)
     assert got == pytest.approx(2 / 4)
+
+
+# ------------------------------------------------------------------- reference conformance
+def test_module_functions_take_label_counts_as_lists():
+    # The reference's own tests pass label_counts as Python lists.
+    gt = EX_QUERY[:, None]
+    counts = ([0, 1, 2, 3, 4], [2, 3, 5, 4, 5])
+    assert ac.r_precision(EX_KNN, gt, False, counts) == pytest.approx(mean(EX_EXPECTED["r_precision"]))
+    map_r = ac.mean_average_precision(EX_KNN, gt, False, counts, at_r=True)
+    assert map_r == pytest.approx(mean(EX_EXPECTED["mean_average_precision_at_r"]))
+    assert ac.mean_average_precision(EX_KNN, gt, False, tuple(np.array(c) for c in counts)) == pytest.approx(
+        mean(EX_EXPECTED["mean_average_precision"])
+    )
+    lone, mask = ac.get_lone_query_labels(EX_QUERY, ([0, 1, 9], [0, 2, 1]), False, ac.EQUALITY)
+    assert lone.tolist() == [0] and mask.tolist() == [True, True, True, True, True, False]
+    with pytest.raises(ValueError, match="one count"):
+        ac.r_precision(EX_KNN, gt, False, ([0, 1], [2]))
+
+
+def test_k_below_the_largest_class_warns_through_logging(caplog):
+    x, labels = clustered(200, 4, 3, seed=21)
+    with caplog.at_level(logging.INFO, logger=c_f.LOGGER_NAME):
+        calc(k=10, exclude=("NMI", "AMI")).get_accuracy(x, labels)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "k='max_bin_count'" in warnings[0].getMessage()
+    # Like the reference's FaissKNN, the search logs k and the width at INFO, once.
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == ["running k-nn with k=11", "embedding dimensionality is 4"]
+
+
+@pytest.mark.parametrize("k", [None, "max_bin_count", 150])
+def test_search_logs_at_info_whatever_the_engine(caplog, k):
+    x, labels = clustered(200, 4, 3, seed=22)
+    with caplog.at_level(logging.INFO, logger=c_f.LOGGER_NAME):
+        calc(k=k, include=("precision_at_1", "mean_average_precision")).get_accuracy(x, labels)
+    assert sum("running k-nn with k=" in r.getMessage() for r in caplog.records) == 1
+
+
+def overlapping(n, dim, classes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    return (torch.randn(classes, dim, generator=gen) * 0.6)[labels] + torch.randn(n, dim, generator=gen), labels
+
+
+def test_default_k_means_is_faiss_when_installed_else_torch(monkeypatch):
+    import sys
+
+    from deepmetric.utils.inference import FaissKMeans
+
+    if importlib_util_find("faiss"):
+        kmeans = calc().kmeans_func
+        assert isinstance(kmeans, FaissKMeans) and kmeans.kwargs == {"niter": 20, "gpu": False}
+    monkeypatch.setitem(sys.modules, "faiss", None)  # "import faiss" now raises ImportError
+    kmeans = calc().kmeans_func
+    assert isinstance(kmeans, TorchKMeans) and kmeans.niter == 20 and kmeans.seed == 1234
+
+
+def importlib_util_find(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nmi_ami_equal_to_the_references_with_faiss(seed):
+    pytest.importorskip("faiss")
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as Reference
+
+    for n, dim, classes in ((1500, 16, 12), (4000, 32, 30)):
+        x, labels = overlapping(n, dim, classes, seed)
+        ours = calc(include=("NMI", "AMI")).get_accuracy(x, labels)
+        theirs = Reference(include=("NMI", "AMI"), device=CPU).get_accuracy(x, labels)
+        assert ours == theirs
+
+
+@requires_reference
+def test_nmi_without_faiss_within_half_a_percent_of_the_references_on_average(monkeypatch):
+    import sys
+
+    pytest.importorskip("faiss")
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as Reference
+
+    reference = Reference(include=("NMI", "AMI"), device=CPU)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "faiss", None)
+        ours = calc(include=("NMI", "AMI"))
+    assert isinstance(ours.kmeans_func, TorchKMeans)
+    gaps = {"NMI": [], "AMI": []}
+    for seed in range(5):
+        for n, dim, classes in ((1500, 16, 12), (3000, 8, 25)):
+            x, labels = overlapping(n, dim, classes, seed)
+            a, b = ours.get_accuracy(x, labels), reference.get_accuracy(x, labels)
+            for name in gaps:
+                gaps[name].append(abs(a[name] - b[name]))
+    assert mean(gaps["NMI"]) <= 0.005 and mean(gaps["AMI"]) <= 0.005

@@ -360,3 +360,179 @@ def test_faiss_kmeans_and_run_pca_same_as_reference():
     theirs = ref_inference.FaissKMeans(niter=5, seed=3)(x, 4)
     assert torch.equal(ours, theirs)
     torch.testing.assert_close(inference.run_pca(x, 3), ref_inference.run_pca(x, 3))
+
+
+# --------------------------------------------------------------------------------- index files
+def trained(model, data):
+    model.train_knn(data, batch_size=16)
+    return model
+
+
+def test_exact_knn_files_are_faiss_flat_indexes_hand_checked(tmp_path):
+    import struct
+
+    knn = ExactKNN()
+    knn.train(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    path = tmp_path / "index.faiss"
+    knn.save(path)
+    raw = path.read_bytes()
+    # fourcc, d, ntotal, two dummies, is_trained, metric_type (1 = L2), count, floats
+    head = b"IxF2" + struct.pack("<iqqqBiQ", 2, 3, 1 << 20, 1 << 20, 1, 1, 6)
+    assert raw == head + struct.pack("<6f", 1, 2, 3, 4, 5, 6)
+    other = ExactKNN(CosineSimilarity())
+    other.load(path)
+    assert torch.equal(other.index, knn.index)
+    assert type(other.distance) is LpDistance and other.distance.power == 2  # the file's metric
+
+
+def test_other_distances_and_float64_are_saved_as_torch_files(tmp_path):
+    for knn, data in (
+        (ExactKNN(CosineSimilarity()), torch.randn(10, 3)),
+        (ExactKNN(), torch.randn(10, 3, dtype=torch.float64)),
+    ):
+        knn.train(data)
+        path = tmp_path / "index.pt"
+        knn.save(path)
+        assert path.read_bytes()[:4] == b"PK\x03\x04"
+        loaded = ExactKNN(knn.distance)
+        loaded.load(path)
+        assert torch.equal(loaded.index, data) and loaded.distance is knn.distance
+
+
+@needs_faiss
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_exact_knn_reads_and_writes_what_faiss_writes_and_reads(tmp_path, metric):
+    import faiss
+
+    torch.manual_seed(20)
+    data, query = torch.randn(60, 5), torch.randn(8, 5)
+    index = faiss.IndexFlatL2(5) if metric == "l2" else faiss.IndexFlatIP(5)
+    index.add(data.numpy())
+    faiss.write_index(index, str(tmp_path / "faiss.idx"))
+    knn = ExactKNN()
+    knn.load(tmp_path / "faiss.idx")
+    assert torch.equal(knn.index, data)
+    _, expected = index.search(query.numpy(), 4)
+    assert torch.equal(knn(query, 4)[1], torch.from_numpy(expected))
+    knn.save(tmp_path / "ours.idx")
+    assert (tmp_path / "ours.idx").read_bytes() == (tmp_path / "faiss.idx").read_bytes()
+    back = faiss.read_index(str(tmp_path / "ours.idx"))
+    assert type(back) is type(index) and back.ntotal == 60
+    assert np.array_equal(back.reconstruct_n(0, 60), data.numpy())
+
+
+@requires_reference
+@needs_faiss
+def test_index_saved_by_the_reference_loads_into_ours_and_back(tmp_path):
+    from pytorch_metric_learning.utils import inference as ref_inference
+
+    torch.manual_seed(21)
+    data, query = torch.randn(70, 6), torch.randn(9, 6)
+    theirs = trained(ref_inference.InferenceModel(Scale(), data_device=torch.device("cpu")), data)
+    theirs.save_knn_func(str(tmp_path / "theirs.idx"))
+    expected = theirs.get_nearest_neighbors(query, 5)
+    for knn_func in (None, FaissKNN(reset_before=False, reset_after=False)):
+        ours = make_model(knn_func=knn_func)
+        ours.load_knn_func(str(tmp_path / "theirs.idx"))
+        d, i = ours.get_nearest_neighbors(query, 5)
+        assert torch.equal(i, expected[1])
+        torch.testing.assert_close(d, expected[0], rtol=1e-5, atol=1e-5)
+    # Saved by ours (default ExactKNN), loaded by the reference.
+    ours = trained(make_model(), data)
+    ours.save_knn_func(str(tmp_path / "ours.idx"))
+    fresh = ref_inference.InferenceModel(Scale(), data_device=torch.device("cpu"))
+    fresh.load_knn_func(str(tmp_path / "ours.idx"))
+    assert torch.equal(fresh.get_nearest_neighbors(query, 5)[1], expected[1])
+
+
+@needs_faiss
+def test_faiss_knn_loads_an_exact_knn_torch_file(tmp_path):
+    torch.manual_seed(22)
+    data = torch.randn(30, 4, dtype=torch.float64)
+    exact = ExactKNN()
+    exact.train(data)
+    exact.save(tmp_path / "ours.pt")  # float64: a torch file
+    knn = FaissKNN(reset_before=False, reset_after=False)
+    knn.load(tmp_path / "ours.pt")
+    assert knn.index.ntotal == 30
+    assert torch.equal(knn(data[:5].float(), 1)[1][:, 0], torch.arange(5))
+
+
+def test_exact_knn_reads_flat_faiss_files_without_faiss(tmp_path, monkeypatch):
+    knn = ExactKNN()
+    knn.train(torch.randn(12, 3))
+    knn.save(tmp_path / "index.faiss")
+    monkeypatch.setattr(builtins, "__import__", _no_faiss_import())
+    other = ExactKNN()
+    other.load(tmp_path / "index.faiss")
+    assert torch.equal(other.index, knn.index)
+
+
+def _no_faiss_import():
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "faiss" or name.startswith("faiss."):
+            raise ImportError("No module named 'faiss'")
+        return real_import(name, *args, **kwargs)
+
+    return fake_import
+
+
+def _bad_files(tmp_path):
+    import struct
+
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"hello world, not an index" * 4)
+    truncated = tmp_path / "truncated.faiss"
+    truncated.write_bytes(b"IxF2" + struct.pack("<iqqqBiQ", 4, 10, 1 << 20, 1 << 20, 1, 1, 40) + b"\0" * 12)
+    pickle = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(3)}, pickle)
+    return {"garbage": garbage, "truncated": truncated, "torch_without_index": pickle}
+
+
+@pytest.mark.parametrize("name", ["garbage", "truncated", "torch_without_index"])
+def test_a_file_that_is_not_an_index_is_a_clear_error(tmp_path, name):
+    from deepmetric.utils.errors import IndexFileError
+
+    path = _bad_files(tmp_path)[name]
+    model = make_model()
+    with pytest.raises(IndexFileError, match="ExactKNN.load") as info:
+        model.load_knn_func(str(path))
+    # The reference reads index files with faiss, which raises RuntimeError.
+    assert isinstance(info.value, RuntimeError) and repr(str(path)) in str(info.value)
+    assert model.knn_func.index is None
+
+
+@needs_faiss
+@pytest.mark.parametrize("name", ["garbage", "truncated", "torch_without_index"])
+def test_faiss_knn_load_of_a_bad_file_is_a_clear_runtime_error(tmp_path, name):
+    from deepmetric.utils.errors import IndexFileError
+
+    path = _bad_files(tmp_path)[name]
+    with pytest.raises(IndexFileError, match="FaissKNN.load") as info:
+        FaissKNN(reset_before=False, reset_after=False).load(str(path))
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_a_missing_index_file_is_both_file_not_found_and_runtime_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no index file") as info:
+        make_model().load_knn_func(str(tmp_path / "missing.idx"))
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_saving_replaces_the_file_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "index.faiss"
+    path.write_bytes(b"old")
+    knn = ExactKNN()
+    knn.train(torch.randn(5, 2))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    import deepmetric.utils._index_files as index_files
+
+    monkeypatch.setattr(index_files.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        knn.save(path)
+    assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]

@@ -188,22 +188,26 @@ def test_bad_constructor_arguments_are_rejected():
 
 def test_block_size_bounds_the_score_matrix(monkeypatch):
     import deepmetric.utils.knn as knn_module
+    from deepmetric.utils._knn_scores import Scorer
 
     shapes = []
-    original = knn_module._ordered_topk
+    original = Scorer.ascending_keys
 
-    def spy(scores, k, largest):
-        shapes.append(tuple(scores.shape))
-        return original(scores, k, largest)
+    def spy(self, q, c0, c1, precise=False):
+        keys = original(self, q, c0, c1, precise)
+        shapes.append((tuple(keys.shape), keys.element_size()))
+        return keys
 
-    monkeypatch.setattr(knn_module, "_ordered_topk", spy)
+    monkeypatch.setattr(Scorer, "ascending_keys", spy)
     exact_knn(torch.randn(100, 4), 3, torch.randn(500, 4), block_size=16)
-    assert max(s[0] for s in shapes) == 16 and len(shapes) == 7
+    assert max(rows for (rows, _), _ in shapes) == 16 and len(shapes) == 7
     shapes.clear()
     budget = 1_000_000
     exact_knn(torch.randn(100, 4), 3, torch.randn(5000, 4), memory_budget_bytes=budget)
-    assert max(s[0] * s[1] for s in shapes) <= budget // knn_module._BYTES_PER_ENTRY
-    assert max(s[1] for s in shapes) < 5000  # the reference set was chunked
+    # float32 keys: _BYTES_PER_ENTRY bytes of scratch each (the key and topk's workspace)
+    assert all(size == 4 for _, size in shapes)
+    assert max(rows * cols for (rows, cols), _ in shapes) <= budget // knn_module._BYTES_PER_ENTRY
+    assert max(cols for (_, cols), _ in shapes) < 5000  # the reference set was chunked
 
 
 @requires_reference
@@ -282,3 +286,151 @@ def test_cuda_matches_cpu():
     dc, ic = exact_knn(q, 10, r)
     assert torch.equal(i.cpu(), ic)
     torch.testing.assert_close(d.cpu(), dc, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------- exact order on near ties
+def near_tie_data(nq=40, nr=400, dim=16, offset=30.0, seed=0):
+    """Points in a tiny ball far from the origin: |q|^2 + |r|^2 - 2 q.r in float32 loses the
+    distances (~1e-3) in the rounding of terms ~1e4, so a float32 matmul misorders them."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.full((dim,), offset)
+    return base + 0.01 * torch.randn(nq, dim, generator=g), base + 0.01 * torch.randn(nr, dim, generator=g)
+
+
+def exact_order(query, reference):
+    exact = ((query.double()[:, None] - reference.double()[None]) ** 2).sum(dim=2)
+    return torch.sort(exact, dim=1, stable=True)
+
+
+def test_near_ties_follow_the_exact_order_where_a_float32_matmul_does_not():
+    query, reference = near_tie_data()
+    expected_values, expected = exact_order(query, reference)
+    # The data is hard: ranking by the float32 expansion gets most rows wrong.
+    keys = torch.addmm((reference * reference).sum(dim=1)[None], query, reference.t(), alpha=-2)
+    assert (torch.sort(keys, dim=1, stable=True).indices[:, :10] != expected[:, :10]).any(dim=1).sum() > 20
+    values, indices = exact_knn(query, 10, reference)
+    assert torch.equal(indices, expected[:, :10])
+    torch.testing.assert_close(values, expected_values[:, :10].float(), rtol=1e-6, atol=0)
+    # Blocks and reference chunks change nothing.
+    _, chunked = exact_knn(query, 10, reference, block_size=7, memory_budget_bytes=20_000)
+    assert torch.equal(chunked, indices)
+
+
+def test_near_ties_with_self_exclusion_and_whole_rows():
+    query, reference = near_tie_data(nq=60, nr=60, seed=1)
+    reference = torch.cat([query, reference])
+    _, expected = exact_order(query, reference)
+    _, indices = exact_knn(query, 119, reference, ref_includes_query=True)
+    assert torch.equal(indices, expected[:, 1:])  # own entry (distance 0) first, then the rest
+
+
+def test_near_ties_same_as_faiss_flat_direct_distances():
+    # faiss computes small searches (queries x dims < 128000) by direct differences, which order
+    # this data correctly; its matmul path (larger searches) does not.
+    faiss = pytest.importorskip("faiss")
+    query, reference = near_tie_data(seed=2)
+    index = faiss.IndexFlatL2(16)
+    index.add(reference.numpy())
+    _, expected = index.search(query.numpy(), 10)
+    assert torch.equal(exact_knn(query, 10, reference)[1], torch.from_numpy(expected))
+
+
+def test_cosine_near_ties_follow_the_exact_products():
+    g = torch.Generator().manual_seed(3)
+    query = torch.randn(30, 8, generator=g)
+    # Directions within 1e-4 of the queries': cosines 1 - O(1e-8), below float32 resolution.
+    reference = query.repeat(10, 1) + 1e-4 * torch.randn(300, 8, generator=g)
+    cosine = CosineSimilarity()
+    q, r = cosine.maybe_normalize(query).double(), cosine.maybe_normalize(reference).double()
+    expected = torch.sort(q @ r.t(), dim=1, descending=True, stable=True).indices[:, :5]
+    assert torch.equal(ExactKNN(cosine)(query, 5, reference)[1], expected)
+
+
+def test_exact_values_are_computed_for_the_candidates_only(monkeypatch):
+    from deepmetric.utils._knn_scores import Scorer
+
+    pairs = []
+    original = Scorer.exact_values
+
+    def spy(self, q, rows, columns):
+        pairs.append(len(columns))
+        return original(self, q, rows, columns)
+
+    monkeypatch.setattr(Scorer, "exact_values", spy)
+    for query, reference in (near_tie_data(nq=100, nr=3000), (torch.randn(100, 16), torch.randn(3000, 16))):
+        pairs.clear()
+        exact_knn(query, 10, reference)
+        # At most the k + 8 candidates of each row, and far fewer on ordinary data.
+        assert sum(pairs) <= 100 * (10 + knn_module_margin())
+    assert sum(pairs) < 100
+
+
+def knn_module_margin():
+    import deepmetric.utils.knn as knn_module
+
+    return knn_module._MARGIN
+
+
+def test_more_tied_duplicates_than_candidates_keep_the_lowest_indices():
+    g = torch.Generator().manual_seed(4)
+    point = torch.randn(1, 6, generator=g)
+    others = torch.randn(100, 6, generator=g) + 5
+    # 40 copies of the query scattered among other points: more ties than k + margin.
+    reference = torch.cat([others[:50], point.repeat(20, 1), others[50:], point.repeat(20, 1)])
+    _, indices = exact_knn(point.repeat(3, 1), 12, reference)
+    expected = list(range(50, 70)) + list(range(120, 140))
+    assert indices.tolist() == [expected[:12]] * 3
+
+
+def test_tied_duplicates_like_faiss():
+    faiss = pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(30, 8, generator=g)
+    reference = base[torch.randint(0, 30, (400,), generator=g)]
+    query = base[torch.randint(0, 30, (50,), generator=g)]
+    index = faiss.IndexFlatL2(8)
+    index.add(reference.numpy())
+    for k in (1, 5, 20):
+        _, expected = index.search(query.numpy(), k)
+        assert torch.equal(exact_knn(query, k, reference)[1], torch.from_numpy(expected)), k
+
+
+@requires_reference
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_as_reference_faiss_knn_on_random_data(seed):
+    pytest.importorskip("faiss")
+    from pytorch_metric_learning.utils.inference import FaissKNN
+
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(150, 24, generator=g)
+    reference = torch.cat([query, torch.randn(600, 24, generator=g), query[:20]])  # with duplicates
+    for ref_includes_query in (False, True):
+        d, i = ExactKNN()(query, 15, reference, ref_includes_query)
+        rd, ri = FaissKNN()(query, 15, reference, ref_includes_query)
+        assert torch.equal(i, ri)
+        torch.testing.assert_close(d, rd, rtol=1e-4, atol=1e-4)  # faiss rounds |q|^2 + |r|^2 - 2 q.r
+
+
+def test_call_logs_like_the_references_faiss_knn(caplog):
+    import logging
+
+    knn = ExactKNN()
+    x = torch.randn(20, 5)
+    with caplog.at_level(logging.INFO, logger="PML"):
+        knn(x, 3, x, True)
+    assert [r.getMessage() for r in caplog.records] == ["running k-nn with k=4", "embedding dimensionality is 5"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="PML"):
+        knn.search(x, 3, x, True)
+    assert caplog.records == []
+
+
+def test_bad_inputs_subclass_what_the_reference_raises():
+    # The reference's CustomKNN fails in torch (RuntimeError), its FaissKNN in faiss' assertions.
+    from deepmetric.utils.errors import SearchInputError
+
+    for kwargs in ({"k": 9}, {"k": 0}, {"reference": torch.randn(4, 3)}, {"query": torch.randn(5)}):
+        args = {"query": torch.randn(5, 2), "k": 2, "reference": torch.randn(8, 2), **kwargs}
+        with pytest.raises(SearchInputError) as info:
+            exact_knn(**args)
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, AssertionError)

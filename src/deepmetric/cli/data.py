@@ -1,12 +1,22 @@
-"""Datasets for the ``deepmetric`` command: train and held-out splits, as tensors or images."""
+"""The data of a run: what the model trains on, what picks the epoch, and what it is judged on.
 
-from dataclasses import dataclass
+A dataset gives a ``train`` and a ``test`` split. When their classes are disjoint (Glyphs, Digits
+by default, CUB, Cars196, SOP, iNaturalist), ``test`` is the **zero-shot** section: classes the
+model never saw. From every training class a seeded share of the items is set aside:
+``validation_fraction`` for model selection and early stopping (never a test class), and
+``held_out_fraction`` for the **held-out** section (seen classes, unseen items). When the test
+split shares classes with the training split (Digits with ``protocol: held_out_samples``, folder
+datasets), it is the held-out section itself and there is no zero-shot section.
+"""
+
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .components import DATASETS, FOLDER_DATASETS, lookup
-from .config import ConfigError, component
+from .components import DATASETS, FOLDER_DATASETS, argument_at_fault, check_arguments, lookup, strip_prefix
+from .config import ConfigError, component, one_line
 
 
 class ImageToTensor:
@@ -27,97 +37,180 @@ class ImageToTensor:
         return (x - mean) / std
 
 
-class LabelRemap:
-    """Maps original labels to ``0..C-1`` (classification and proxy losses need that)."""
+class DigitImage:
+    """A digit's 64 pixel values as a ``(1, 8, 8)`` image (a picklable transform)."""
 
-    def __init__(self, labels):
-        self.to_index = {label: i for i, label in enumerate(sorted(set(int(x) for x in labels)))}
+    def __call__(self, x):
+        return x.reshape(1, 8, 8)
 
-    def __call__(self, label):
-        return self.to_index[int(label)]
+
+class Items(torch.utils.data.Dataset):
+    """Items ``indices`` of ``dataset``, labels passed through ``label_map`` when given."""
+
+    def __init__(self, dataset, indices, labels, label_map=None):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.label_map = label_map
+        labels = np.asarray(labels)[self.indices]
+        self.labels = np.asarray([label_map[int(x)] for x in labels]) if label_map else labels
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, idx):
+        x, label = self.dataset[int(self.indices[idx])]
+        return x, (self.label_map[int(label)] if self.label_map else label)
 
 
 @dataclass
 class RunData:
-    train: torch.utils.data.Dataset
-    test: torch.utils.data.Dataset
-    train_labels: np.ndarray  # remapped to 0..C-1
-    test_labels: np.ndarray  # original labels
+    name: str
+    train: Items  # labels remapped to 0..C-1
+    validation: Items | None  # original labels
+    sections: dict  # "zero_shot" / "held_out" -> Items with original labels
     num_classes: int
     input_shape: tuple
-    name: str
+    class_names: dict = field(default_factory=dict)
+    train_super_labels: np.ndarray | None = None
+    query_kind: str = "image"  # how `search` reads a query file: "digits", "glyphs" or "image"
+    image_size: int = 64
 
-    def raw_test_inputs(self):
-        """Held-out inputs flattened to vectors: the no-training baseline embeds with these."""
-        return torch.stack([self.test[i][0].flatten() for i in range(len(self.test))])
+    @property
+    def train_labels(self):
+        return self.train.labels
 
-    def test_image(self, i):
-        """What the retrieval gallery shows for held-out item ``i`` (an array for imshow)."""
-        x = self.test[i][0]
-        if self.name == "Digits":
-            return x.reshape(8, 8).numpy()
+    def raw_inputs(self, section):
+        """A section's inputs flattened to vectors: the no-training baseline embeds with these."""
+        items = self.sections[section]
+        return torch.stack([items[i][0].flatten() for i in range(len(items))]).float()
+
+    def class_name(self, label):
+        return self.class_names.get(int(label), str(int(label)))
+
+    def image(self, section, i):
+        """What a gallery shows for item ``i`` of ``section`` (an array for imshow)."""
+        x = self.sections[section][i][0]
+        if x.dim() == 3 and x.shape[0] == 1:
+            return x[0].numpy()
         mean = torch.tensor(ImageToTensor.MEAN).view(3, 1, 1)
         std = torch.tensor(ImageToTensor.STD).view(3, 1, 1)
         return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def build_data(config, zero_shot=False):
-    """Train and held-out datasets; ``zero_shot`` trains on digits 0-4 and tests on 5-9."""
+def build_data(config):
+    """The run's datasets, split as the module docstring says."""
     from .. import datasets
 
     name, args, _ = component(config, "dataset")
     cls = lookup("dataset", name, list(DATASETS), datasets)
     args = dict(args)
-    if name == "Digits":
-        if zero_shot:
-            args = {**args, "protocol": "held_out_classes"}
+    evaluation = config["evaluation"]
+    query_kind, image_size, class_names = "image", 64, {}
+    if name in ("Glyphs", "Digits"):
+        args = check_arguments("dataset", cls, args, ("split", "transform"))
+        if name == "Digits":
+            args["transform"] = DigitImage()
+            query_kind, image_size = "digits", 8
         train, test = _make(cls, "train", args), _make(cls, "test", args)
+        if name == "Glyphs":
+            query_kind, image_size = "glyphs", int(train.data.shape[-1])
+            class_names = dict(enumerate(train.characters))
     else:
         image_size = args.pop("image_size", 64)
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
+            raise ConfigError(
+                "dataset.args.image_size", f"must be an integer of at least 8, got {image_size!r}"
+            )
         transform = ImageToTensor(image_size)
         if name in FOLDER_DATASETS:
             train_args, test_args = _folder_split_args(args)
-            train = _make(cls, None, {**train_args, "transform": transform})
-            test = _make(cls, None, {**test_args, "transform": transform})
+            train = _make(cls, None, {**train_args, "transform": transform}, "train")
+            test = _make(cls, None, {**test_args, "transform": transform}, "test")
         else:
             train = _make(cls, "train", {**args, "transform": transform})
             test = _make(cls, "test", {**args, "transform": transform})
-    train_labels_orig = np.asarray([int(x) for x in train.labels])
-    remap = LabelRemap(train_labels_orig)
-    train = RemappedDataset(train, remap)
-    input_shape = tuple(train[0][0].shape)
+        if hasattr(train, "classes"):
+            class_names = dict(enumerate(train.classes))
+    train_labels = _labels(train)
+    test_labels = _labels(test)
+    if len(train_labels) == 0 or len(test_labels) == 0:
+        raise ConfigError(
+            "dataset", f"{name}: the {'train' if len(train_labels) == 0 else 'test'} split is empty"
+        )
+    disjoint = not set(np.unique(train_labels)) & set(np.unique(test_labels))
+    held_out_fraction = evaluation["held_out_fraction"] if disjoint else 0.0
+    fit, validation, held_out = carve(
+        train_labels, evaluation["validation_fraction"], held_out_fraction, config["seed"]
+    )
+    if len(fit) == 0:
+        raise ConfigError("evaluation.validation_fraction", "leaves no training items; lower it")
+    label_map = {int(c): i for i, c in enumerate(np.unique(train_labels[fit]))}
+    sections = {}
+    if disjoint and evaluation["zero_shot"]:
+        sections["zero_shot"] = Items(test, np.arange(len(test_labels)), test_labels)
+    if not disjoint:
+        sections["held_out"] = Items(test, np.arange(len(test_labels)), test_labels)
+    elif len(held_out):
+        sections["held_out"] = Items(train, held_out, train_labels)
+    if not sections:
+        raise ConfigError(
+            "evaluation", "leaves nothing to evaluate: enable zero_shot or set held_out_fraction above 0"
+        )
+    train_items = Items(train, fit, train_labels, label_map)
+    super_labels = getattr(train, "super_labels", None)
+    if super_labels is not None:
+        super_labels = np.asarray(super_labels)[fit]
     return RunData(
-        train=train,
-        test=test,
-        train_labels=np.asarray([remap(x) for x in train_labels_orig]),
-        test_labels=np.asarray([int(x) for x in test.labels]),
-        num_classes=len(remap.to_index),
-        input_shape=input_shape,
         name=name,
+        train=train_items,
+        validation=Items(train, validation, train_labels) if len(validation) else None,
+        sections=sections,
+        num_classes=len(label_map),
+        input_shape=tuple(train_items[0][0].shape),
+        class_names=class_names,
+        train_super_labels=super_labels,
+        query_kind=query_kind,
+        image_size=image_size,
     )
 
 
-class RemappedDataset(torch.utils.data.Dataset):
-    def __init__(self, dataset, remap):
-        self.dataset = dataset
-        self.remap = remap
-        self.labels = [remap(x) for x in dataset.labels]
+def carve(labels, validation_fraction, held_out_fraction, seed):
+    """``(train, validation, held_out)`` item indices: from every class, seeded shares of its
+    items. A class gives a share only when it has at least 2 items for it (one item alone has no
+    match to retrieve) and keeps at least one item to train on."""
+    rng = np.random.RandomState(seed % 2**32)
+    train, validation, held_out = [], [], []
+    for c in np.unique(labels):
+        items = rng.permutation(np.flatnonzero(labels == c))
+        n_val = _share(len(items), validation_fraction)
+        n_held = _share(len(items), held_out_fraction)
+        if n_val + n_held >= len(items):
+            n_val = n_held = 0
+        validation.extend(items[:n_val])
+        held_out.extend(items[n_val : n_val + n_held])
+        train.extend(items[n_val + n_held :])
+    return (np.sort(np.asarray(x, dtype=np.int64)) for x in (train, validation, held_out))
 
-    def __len__(self):
-        return len(self.dataset)
 
-    def __getitem__(self, idx):
-        x, label = self.dataset[idx]
-        return x, self.remap(label)
+def _share(n, fraction):
+    k = int(n * fraction)
+    return k if k >= 2 else 0
 
 
-def _make(cls, split, args):
+def _labels(dataset):
+    labels = dataset.labels
+    return labels.numpy() if torch.is_tensor(labels) else np.asarray([int(x) for x in labels])
+
+
+def _make(cls, split, args, which=None):
+    args_key = "dataset.args" if which is None else f"dataset.args.{which}"
+    kwargs = args if split is None else {"split": split, **args}
     try:
-        return cls(**args) if split is None else cls(split=split, **args)
-    except TypeError as err:
-        raise ConfigError("dataset.args", f"{cls.__name__}: {' '.join(str(err).split())}") from None
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError("dataset.args", f"{cls.__name__}: {' '.join(str(err).split())}") from None
+        return cls(**kwargs)
+    except ImportError as err:
+        raise ConfigError("dataset.name", f"{cls.__name__}: {one_line(err)}") from None
+    except (TypeError, ValueError, FileNotFoundError, AssertionError, KeyError) as err:
+        raise ConfigError(argument_at_fault(args_key, err, args), strip_prefix(cls, err)) from None
 
 
 def _folder_split_args(args):
@@ -127,4 +220,86 @@ def _folder_split_args(args):
             "ImageFolderDataset and CSVDataset need 'train' and 'test' mappings of their arguments "
             "(e.g. train: {root: data/train}, test: {root: data/test})",
         )
+    unknown = sorted(set(args) - {"train", "test"})
+    if unknown:
+        raise ConfigError(f"dataset.args.{unknown[0]}", "unknown key; allowed: image_size, train, test")
     return args["train"], args["test"]
+
+
+# ----------------------------------------------------------------------------------------------
+# search queries
+
+
+def read_queries(data, query):
+    """``[(name, input tensor)]`` for one query file, preprocessed as the dataset's own items:
+    ``.npy``/``.csv``/``.txt`` hold one item per row (Digits: 64 values, raw 0-16 or scaled to
+    0-1; Glyphs: ``image_size``^2 values in 0-1); an image file is read as grey levels (Digits,
+    Glyphs) or RGB (image datasets)."""
+    if not os.path.isfile(query):
+        raise ConfigError(None, f"query {query!r} is neither an item number nor an existing file")
+    ext = os.path.splitext(query)[1].lower()
+    if ext in (".npy", ".csv", ".txt"):
+        return _array_queries(data, query, ext)
+    return [(query, _image_query(data, query))]
+
+
+def _array_queries(data, query, ext):
+    if data.query_kind == "image":
+        raise ConfigError(
+            None, f"query {query!r}: {data.name} takes image files as queries, not {ext} arrays"
+        )
+    try:
+        if ext == ".npy":
+            values = np.load(query, allow_pickle=False)
+        else:
+            values = np.loadtxt(query, delimiter="," if ext == ".csv" else None, dtype=np.float64, ndmin=2)
+    except (ValueError, OSError, EOFError) as err:
+        raise ConfigError(None, f"query file {query!r} cannot be read as numbers: {one_line(err)}") from None
+    values = np.asarray(values, dtype=np.float64)
+    size = data.image_size**2
+    if values.size == 0 or values.size % size:
+        raise ConfigError(
+            None,
+            f"query file {query!r} must hold {size} values per item ({data.image_size}x"
+            f"{data.image_size} pixels), got {values.size} values",
+        )
+    if not np.isfinite(values).all():
+        raise ConfigError(None, f"query file {query!r} holds NaN or infinite values")
+    rows = values.reshape(-1, size)
+    top = 16.0 if data.query_kind == "digits" else 255.0
+    if rows.min() < 0 or rows.max() > top:
+        raise ConfigError(None, f"query file {query!r}: pixel values must lie in [0, 1] or [0, {top:g}]")
+    if rows.max() > 1:
+        print(
+            f"note: {query}: values above 1 read as 0-{top:g} pixel levels and divided by {top:g}, "
+            f"as {data.name} scales its items"
+        )
+        rows = rows / top
+    tensors = [
+        torch.from_numpy(r.astype(np.float32)).reshape(1, data.image_size, data.image_size) for r in rows
+    ]
+    if len(tensors) == 1:
+        return [(query, tensors[0])]
+    return [(f"{query}[{i}]", t) for i, t in enumerate(tensors)]
+
+
+def _image_query(data, query):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError(
+            None, "reading image queries needs Pillow: pip install 'deepmetric[images]'"
+        ) from None
+    try:
+        with Image.open(query) as img:
+            img.load()
+            if data.query_kind == "image":
+                return ImageToTensor(data.image_size)(img)
+            grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except OSError as err:
+        raise ConfigError(None, f"query {query!r} is not a readable image: {one_line(err)}") from None
+    if grey.mean() > 0.5:  # dark ink on light paper: the items are light ink on black
+        grey = 1.0 - grey
+    x = torch.from_numpy(grey)[None, None]
+    x = torch.nn.functional.interpolate(x, size=(data.image_size, data.image_size), mode="area")[0]
+    return x / max(float(x.max()), 1e-6) if data.query_kind == "digits" else x

@@ -1,14 +1,22 @@
 """Train, evaluate and search: what the ``deepmetric`` subcommands do.
 
-A run trains with the library's ``MetricLossOnly`` trainer. After every epoch a hook evaluates
-retrieval on the held-out split and writes a row of ``history.csv``, then the trainer writes a
-checkpoint atomically, so an interrupted run resumes from its last complete epoch. The trainer
-seeds each epoch's data order and the checkpoint holds every random-number state, so a resumed
-run ends with the same weights as an uninterrupted one.
+A run trains with the library's ``MetricLossOnly`` trainer. After every epoch a hook measures
+retrieval on the validation items (set aside from the training classes) and writes a row of
+``history.csv``; the weights with the best validation score so far are kept in ``model.pt``, and
+training stops early after ``evaluation.patience`` epochs without a better score. Then the trainer
+writes a checkpoint atomically, so an interrupted run resumes from its last complete epoch: the
+trainer seeds each epoch's data order and the checkpoint holds every random-number state, so a
+resumed run ends with the same weights as an uninterrupted one.
+
+At the end the selected weights are evaluated on each section (``zero_shot``: unseen classes;
+``held_out``: unseen items of the training classes), next to a baseline that searches the raw
+inputs. Nothing is written before the whole run has been built, so a config error leaves no
+folder behind.
 """
 
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -16,9 +24,30 @@ import torch
 
 from ..utils import common_functions as c_f
 from . import components, report
-from .config import ConfigError, component, dump_config, load_config
-from .data import build_data
-from .distributed import is_main_process, join_process_group, per_process_batch_size
+from .config import ConfigError, component, dump_config, load_config, one_line
+from .data import build_data, read_queries
+from .distributed import (
+    GlobalBatches,
+    is_main_process,
+    join_process_group,
+    per_process_batch_size,
+    world_and_rank,
+)
+
+SECTIONS = ("zero_shot", "held_out")
+# What `train --overwrite` deletes: the files a run writes, never anything else in the folder.
+RUN_FILES = (
+    "config.yaml",
+    "checkpoints",
+    "history.csv",
+    "model.pt",
+    "metrics.json",
+    "evaluation.json",
+    "report.md",
+    "tensorboard",
+    "zero_shot",
+    "held_out",
+)
 
 
 def seed_everything(seed):
@@ -30,67 +59,76 @@ def seed_everything(seed):
 
 def embed(model, dataset, batch_size=512, device="cpu"):
     """Embeddings of every item of ``dataset`` (model in eval mode, no gradients)."""
+    was_training = model.training
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     chunks = []
     with torch.no_grad():
         for x, _ in loader:
             chunks.append(model(x.to(device)).float().cpu())
+    model.train(was_training)
     return torch.cat(chunks)
 
 
 def retrieval_metrics(embeddings, labels, config):
-    """The configured metrics, each query searched against the rest of the held-out set."""
+    """The configured metrics, each query searched against the rest of its own set."""
     from ..utils.accuracy_calculator import AccuracyCalculator
 
     evaluation = config["evaluation"]
     try:
         calculator = AccuracyCalculator(include=tuple(evaluation["metrics"]), k=evaluation["k"])
     except (ValueError, AssertionError) as err:
-        raise ConfigError("evaluation.metrics", " ".join(str(err).split())) from None
-    labels = torch.as_tensor(labels)
+        raise ConfigError("evaluation.metrics", one_line(err)) from None
+    labels = torch.as_tensor(np.asarray(labels))
     result = calculator.get_accuracy(embeddings, labels, embeddings, labels, ref_includes_query=True)
-    return {name: float(value) for name, value in result.items()}
+    ordered = [m for m in evaluation["metrics"] if m in result] + [
+        m for m in result if m not in evaluation["metrics"]
+    ]
+    return {name: float(result[name]) for name in ordered}  # in the config's order
 
 
 class Run:
-    """One training run (the main one, or the zero-shot one) inside an output folder."""
+    """Everything a config describes, built and checked before any file is written."""
 
-    def __init__(self, config, folder, zero_shot=False):
+    def __init__(self, config, device, for_training=True):
         self.config = config
-        self.folder = folder
-        self.device = join_process_group(config)
-        self.data = build_data(config, zero_shot=zero_shot)
+        self.device = device
+        self.data = build_data(config)
         seed_everything(config["seed"])
-        self.model = components.build_model(config, self.data.input_shape).to(self.device)
-        embedding_size = self._embedding_size()
-        self.loss = components.build_loss(config, self.data.num_classes, embedding_size).to(self.device)
+        self.model = components.build_model(config, self.data.input_shape, load_weights=for_training)
+        self.model = self.model.to(device)
+        self.embedding_size = components.embedding_size(self.model, self.data.train[0][0], device)
+        if not for_training:
+            return
+        self.loss = components.build_loss(config, self.data.num_classes, self.embedding_size).to(device)
         self.miner = components.build_miner(config)
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = components.build_optimizer(config, params)
         self.scheduler = components.build_scheduler(config, self.optimizer)
-        self.batch_size = per_process_batch_size(config)
-        self.sampler = components.build_sampler(config, self.data.train_labels, self.batch_size)
-        self.checkpoint_folder = os.path.join(folder, "checkpoints")
+        self.global_batch_size = config["batch_size"]
+        self.batch_size = per_process_batch_size(self.global_batch_size)
+        if len(self.data.train) < self.global_batch_size:
+            raise ConfigError(
+                "batch_size",
+                f"is {self.global_batch_size}, more than the {len(self.data.train)} items left for training",
+            )
+        world, rank = world_and_rank()
+        built = components.build_sampler(
+            config, self.data.train_labels, self.data.train_super_labels, self.global_batch_size
+        )
+        self.sampler = None
+        if built is not None:
+            self.sampler = GlobalBatches(built, self.global_batch_size, config["seed"], world, rank)
+            if len(self.sampler) == 0:
+                raise ConfigError("sampler", "draws no complete batch of batch_size items per epoch")
 
-    def _embedding_size(self):
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            x = self.data.train[0][0].unsqueeze(0).to(self.device)
-            size = self.model(x).shape[1]
-        self.model.train(was_training)
-        return size
-
-    def trainer(self, resume, end_of_epoch_hook, end_of_iteration_hook):
+    def trainer(self, folder, resume, end_of_epoch_hook, end_of_iteration_hook, progress):
         """A MetricLossOnly trainer that checkpoints every epoch and can resume."""
-        from ..trainers import MetricLossOnly
-
         schedulers = {}
         if self.scheduler is not None:
             schedulers["trunk_scheduler_by_epoch"] = self.scheduler
         mining = {"tuple_miner": self.miner} if self.miner is not None else {}
-        return MetricLossOnly(
+        return _trainer_class()(
             models={"trunk": self.model},
             optimizers={"trunk_optimizer": self.optimizer},
             batch_size=self.batch_size,
@@ -103,169 +141,435 @@ class Run:
             dataloader_num_workers=self.config["num_workers"],
             end_of_epoch_hook=end_of_epoch_hook,
             end_of_iteration_hook=end_of_iteration_hook,
-            progress_bar=False,
+            progress_bar=progress,
             seed=self.config["seed"],
-            checkpoint_folder=self.checkpoint_folder,
+            checkpoint_folder=os.path.join(folder, "checkpoints"),
             resume=resume,
         )
 
-    def restore_model(self):
-        """Load the trained model from the newest readable checkpoint."""
-        from ..utils.checkpoint import CheckpointError, load_checkpoint
-
+    def load_selected_model(self, folder):
+        path = os.path.join(folder, "model.pt")
+        if not os.path.isfile(path):
+            raise ConfigError(
+                None,
+                f"{folder!r} holds no trained model yet (no epoch finished); continue the run with "
+                f"'deepmetric train --output {folder} --resume'",
+            )
         try:
-            state, _ = load_checkpoint(self.checkpoint_folder, map_location="cpu")
-        except CheckpointError as err:
-            raise ConfigError(None, " ".join(str(err).split())) from None
-        self.model.load_state_dict(state["models"]["trunk"])
-        return state["epoch"]
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state)
+        except Exception as err:  # a truncated file, or a model.pt of another config
+            raise ConfigError(
+                None, f"{path!r} cannot be loaded into the run's model: {one_line(err)}"
+            ) from None
 
-    def held_out_embeddings(self):
-        return embed(self.model, self.data.test, device=self.device)
+    def embeddings(self, items):
+        return embed(self.model, items, device=self.device)
 
 
-def train_command(config_path, output, resume=False, seed=None, epochs=None, log=print):
-    """``deepmetric train``: returns the metrics dict that was written to metrics.json."""
-    overrides = {}
-    if seed is not None:
-        overrides["seed"] = seed
-    if epochs is not None:
-        overrides["epochs"] = epochs
+def _trainer_class():
+    from ..trainers import MetricLossOnly
+    from ..utils.key_checker import KeyChecker
+
+    class CommandTrainer(MetricLossOnly):
+        """MetricLossOnly for a model that outputs the embeddings itself: no embedder expected
+        (the trainer would warn on every run that it is missing)."""
+
+        def modify_schema(self):
+            self.schema.children["models"] = KeyChecker(
+                ["trunk", "embedder"], essential=["trunk"], important=[]
+            )
+
+    return CommandTrainer
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+
+
+def folder_state(output):
+    """``"empty"`` (absent or empty), ``"run"`` (holds a config.yaml) or ``"other"``."""
+    if not os.path.isdir(output):
+        if os.path.exists(output):
+            raise ConfigError(None, f"--output {output!r} is a file, not a folder")
+        return "empty"
+    if os.path.isfile(os.path.join(output, "config.yaml")):
+        return "run"
+    return "other" if os.listdir(output) else "empty"
+
+
+def train_command(
+    config_path,
+    output,
+    resume=False,
+    seed=None,
+    epochs=None,
+    overwrite=False,
+    quiet=False,
+    progress=False,
+    log=print,
+):
+    """``deepmetric train``: returns the dict written to metrics.json."""
+    overrides = {k: v for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}
     resolved_path = os.path.join(output, "config.yaml")
+    state = folder_state(output)
     if resume:
-        if not os.path.isfile(resolved_path):
+        if config_path is not None:
+            raise ConfigError(
+                None, "--resume continues a run with its own config.yaml; drop the config argument"
+            )
+        if state != "run":
             raise ConfigError(None, f"--resume: {resolved_path!r} does not exist; nothing to resume")
         config = load_config(resolved_path, overrides)
     else:
+        if state == "run" and not overwrite:
+            raise ConfigError(
+                None,
+                f"--output {output!r} already holds a run ({_run_status(output)}); pass "
+                "--resume to continue it or --overwrite to replace it",
+            )
+        if state == "other":
+            raise ConfigError(
+                None, f"--output {output!r} is a folder with other files in it; choose a new or empty folder"
+            )
         config = load_config(config_path, overrides)
-    join_process_group(config)  # under torchrun: before anything decides who writes
+    device = join_process_group(components.check_device(config))
+    run = Run(config, device)
     main = is_main_process()
+    _barrier()  # every process has looked at the folder before rank 0 changes it
     if main:
+        if overwrite and not resume:
+            _remove_run_files(output)
         os.makedirs(output, exist_ok=True)
         dump_config(config, resolved_path)
+        world, _ = world_and_rank()
+        if world > 1:
+            log(
+                f"batch_size {run.global_batch_size} is the global batch: {world} processes x "
+                f"{run.batch_size} items each"
+            )
+    _barrier()
     started = time.time()
-    sections = [("held_out", output, False)]
-    if config["evaluation"]["zero_shot"] and _name(config, "dataset") == "Digits":
-        sections.append(("zero_shot", os.path.join(output, "zero_shot"), True))
-    results = {}
-    for name, folder, zero_shot in sections:
-        results[name] = _train_section(config, folder, zero_shot, resume, log, label=name)
+    selection = _train(run, output, resume, quiet, progress, log if not quiet else _silent)
+    results = _evaluate_sections(run, output, selection, write=main)
     results["seconds"] = round(time.time() - started, 1)
     if main:
         report.write_json(os.path.join(output, "metrics.json"), results)
-        _write_report(output, config, results)
+        _write_report(output, config, run, results)
+        log(summary(results, config))
         log(f"report: {os.path.join(output, 'report.md')}")
     return results
 
 
-def _train_section(config, folder, zero_shot, resume, log, label):
-    main = is_main_process()  # under torchrun every process trains and evaluates; rank 0 writes
-    if main:
-        os.makedirs(folder, exist_ok=True)
-    run = Run(config, folder, zero_shot=zero_shot)
-    baseline = retrieval_metrics(run.data.raw_test_inputs(), run.data.test_labels, config)
+def _silent(*args, **kwargs):
+    pass
+
+
+def _barrier():
+    from ..trainers.distributed_training import barrier
+
+    barrier()
+
+
+def _run_status(output):
+    if os.path.isfile(os.path.join(output, "metrics.json")):
+        return "finished"
+    epochs = report.history_epochs(os.path.join(output, "history.csv"))
+    return f"interrupted after epoch {epochs}" if epochs else "interrupted before its first epoch ended"
+
+
+def _remove_run_files(output):
+    for name in RUN_FILES:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def _resume_point(folder, epochs, log):
+    """The epoch a resumed run continues after (0: none), said out loud."""
+    from ..utils.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+
+    checkpoints = os.path.join(folder, "checkpoints")
+    if not list_checkpoints(checkpoints):
+        log(f"resuming {folder}: no checkpoint yet, starting from epoch 1")
+        return 0
+    try:
+        state, path = load_checkpoint(checkpoints, map_location="cpu")
+    except CheckpointError as err:
+        raise ConfigError(None, f"--resume: {one_line(err)}") from None
+    done = int(state["epoch"])
+    if state.get("stopped_early") or done >= epochs:
+        why = "stopped early" if state.get("stopped_early") else "finished"
+        log(f"resuming {folder}: training {why} after epoch {done} ({path}); evaluating the selected model")
+    else:
+        log(f"resuming {folder} after epoch {done} of {epochs} from {path}")
+    return done
+
+
+def _train(run, folder, resume, quiet, progress, log):
+    """Train with validation-based model selection; returns the selection record."""
+    config = run.config
+    main = is_main_process()
+    evaluation = config["evaluation"]
+    select = evaluation["select"]
     history = os.path.join(folder, "history.csv")
-    epoch_losses = []
-
-    def end_of_iteration(trainer):
-        epoch_losses.append(float(torch.as_tensor(trainer.losses["total_loss"]).detach()))
-
+    done = _resume_point(folder, config["epochs"], log if main else _silent) if resume else 0
+    previous = [r for r in report.read_history(history) if int(r["epoch"]) <= done]
+    column = f"validation_{select}"
+    best = {"epoch": 0, "value": None}
+    for row in previous:
+        if row.get(column) not in (None, "") and (
+            best["value"] is None or float(row[column]) > best["value"]
+        ):
+            best = {"epoch": int(row["epoch"]), "value": float(row[column])}
+    if previous and run.data.validation is None:
+        best = {"epoch": int(previous[-1]["epoch"]), "value": None}
     if main and not resume and os.path.exists(history):
         os.remove(history)
-    first_epoch = report.history_epochs(history) + 1 if resume else 1
-    scalars = report.TensorBoardLog(folder if main else None, first_epoch=first_epoch)
+    epoch_losses, epoch_lrs = [], []
+    board = {}
+    last = {"epoch": done}
+    projector_items = run.data.sections.get("held_out") or run.data.validation
+
+    def tensorboard(trainer):
+        if "log" not in board:
+            purge = done * trainer.iterations_per_epoch + 1 if resume else None
+            board["log"] = report.TensorBoardLog(folder if main else None, purge_step=purge)
+        return board["log"]
+
+    def end_of_iteration(trainer):
+        loss = float(torch.as_tensor(trainer.losses["total_loss"]).detach())
+        lr = float(run.optimizer.param_groups[0]["lr"])
+        epoch_losses.append(loss)
+        epoch_lrs.append(lr)
+        tensorboard(trainer).write(
+            trainer.get_global_iteration() + 1, {"loss": loss, "lr": lr}, group="train"
+        )
 
     def end_of_epoch(trainer):
         loss = sum(epoch_losses) / max(len(epoch_losses), 1)
+        lr = epoch_lrs[0] if epoch_lrs else float(run.optimizer.param_groups[0]["lr"])
         epoch_losses.clear()
-        metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
-        if not main:
-            return True
-        report.write_history_row(history, {"epoch": trainer.epoch, "loss": loss, **metrics})
-        scalars.write(trainer.epoch, {"loss": loss, **metrics}, group=label)
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        log(f"[{label}] epoch {trainer.epoch}/{config['epochs']}  loss {loss:.4f}  {shown}")
-        return True
+        epoch_lrs.clear()
+        row = {"epoch": trainer.epoch, "loss": loss, "lr": lr}
+        last["epoch"] = trainer.epoch
+        improved = True
+        if run.data.validation is not None:
+            validation = retrieval_metrics(
+                run.embeddings(run.data.validation), run.data.validation.labels, config
+            )
+            row.update({f"validation_{k}": v for k, v in validation.items()})
+            improved = best["value"] is None or validation[select] > best["value"]
+            if improved:
+                best["value"] = validation[select]
+        if improved:
+            best["epoch"] = trainer.epoch
+            if main:
+                _save_model(run.model, os.path.join(folder, "model.pt"))
+        row["selected_epoch"] = best["epoch"]
+        patience = evaluation["patience"]
+        stop = patience is not None and trainer.epoch - best["epoch"] >= patience
+        board_log = tensorboard(trainer)
+        if main:
+            report.write_history_row(history, row)
+            step = trainer.epoch * trainer.iterations_per_epoch
+            board_log.write(
+                step, {k: v for k, v in row.items() if k.startswith("validation_")}, group="epoch"
+            )
+            if board_log.writer is not None and projector_items is not None:
+                names = [run.data.class_name(x) for x in projector_items.labels]
+                board_log.embeddings("held_out", run.embeddings(projector_items), names, trainer.epoch)
+            board_log.flush()
+            log(_epoch_line(trainer.epoch, config["epochs"], row, select, improved and run.data.validation))
+            if stop:
+                log(
+                    f"early stop: no better validation {select} for {patience} epochs; "
+                    f"keeping epoch {best['epoch']}"
+                )
+        return not stop
 
-    trainer = run.trainer(resume, end_of_epoch, end_of_iteration)
+    trainer = run.trainer(folder, resume and done > 0, end_of_epoch, end_of_iteration, progress and main)
     try:
         trainer.train(start_epoch=1, num_epochs=config["epochs"])
     finally:
-        scalars.close()
-    embeddings = run.held_out_embeddings()
-    trained = retrieval_metrics(embeddings, run.data.test_labels, config)
-    result = {"baseline_raw_inputs": baseline, "trained": trained, "epochs": config["epochs"]}
-    if not main:
-        return result
-    torch.save({"embeddings": embeddings, "labels": torch.as_tensor(run.data.test_labels)},
-               os.path.join(folder, "embeddings.pt"))
-    _pictures(run, embeddings, folder, label)
-    return result
+        if "log" in board:
+            board["log"].close()
+    return {
+        "epoch": best["epoch"],
+        "epochs_trained": last["epoch"],
+        "metric": f"validation {select}" if run.data.validation is not None else None,
+        "value": best["value"],
+        "validation_items": len(run.data.validation) if run.data.validation is not None else 0,
+    }
 
 
-def _pictures(run, embeddings, folder, label):
-    labels = run.data.test_labels
-    report.plot_embeddings(embeddings.numpy(), labels, os.path.join(folder, "embeddings.png"),
-                           f"held-out embeddings ({label})", seed=run.config["seed"])
-    sims = torch.nn.functional.normalize(embeddings, dim=1) @ torch.nn.functional.normalize(
-        embeddings, dim=1).t()
+def _epoch_line(epoch, epochs, row, select, best):
+    parts = [f"epoch {epoch}/{epochs}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.3g}"]
+    shown = [f"{k[len('validation_') :]} {v:.3f}" for k, v in row.items() if k.startswith("validation_")]
+    if shown:
+        parts.append("validation " + ", ".join(shown) + ("  (best so far)" if best else ""))
+    return "  ".join(parts)
+
+
+def _save_model(model, path):
+    tmp = f"{path}.tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def _evaluate_sections(run, folder, selection, write):
+    run.load_selected_model(folder)  # every process: rank 0 wrote it before the last epoch's barrier
+    results = {}
+    for name, items in run.data.sections.items():
+        embeddings = run.embeddings(items)
+        labels = items.labels
+        results[name] = {
+            "trained": retrieval_metrics(embeddings, labels, run.config),
+            "baseline_raw_inputs": retrieval_metrics(run.data.raw_inputs(name), labels, run.config),
+            "items": len(items),
+            "classes": len(np.unique(labels)),
+        }
+        if write:
+            section_folder = os.path.join(folder, name)
+            os.makedirs(section_folder, exist_ok=True)
+            torch.save(
+                {"embeddings": embeddings, "labels": torch.as_tensor(np.asarray(labels))},
+                os.path.join(section_folder, "embeddings.pt"),
+            )
+            _pictures(run, name, embeddings, section_folder)
+    results["selection"] = selection
+    return results
+
+
+def _pictures(run, section, embeddings, folder):
+    labels = np.asarray(run.data.sections[section].labels)
+    seed = run.config["seed"]
+    title = {"zero_shot": "unseen classes", "held_out": "held-out items of the training classes"}[section]
+    report.plot_embeddings(
+        embeddings.numpy(),
+        labels,
+        os.path.join(folder, "embeddings.png"),
+        title,
+        seed=seed,
+        name_of=run.data.class_name,
+    )
+    normalised = torch.nn.functional.normalize(embeddings, dim=1)
+    sims = normalised @ normalised.t()
     sims.fill_diagonal_(-2.0)
-    neighbours = sims.topk(5, dim=1).indices.numpy()
-    rng = np.random.RandomState(run.config["seed"])
-    queries = rng.choice(len(labels), size=min(8, len(labels)), replace=False)
-    report.plot_retrieval(queries, neighbours[queries], labels, run.data.test_image,
-                          os.path.join(folder, "retrieval.png"), f"nearest neighbours ({label})")
+    neighbours = sims.topk(min(5, len(labels) - 1), dim=1).indices.numpy()
+    queries = np.random.RandomState(seed).choice(len(labels), size=min(8, len(labels)), replace=False)
+    report.plot_retrieval(
+        queries,
+        neighbours[queries],
+        labels,
+        lambda i: run.data.image(section, i),
+        os.path.join(folder, "retrieval.png"),
+        f"nearest neighbours ({title})",
+        name_of=run.data.class_name,
+    )
 
 
-def _worse_than_baseline_note(section):
-    """A sentence when training lost to the raw inputs on some metric (it can, on unseen classes)."""
-    worse = [k for k, v in section["trained"].items() if v < section["baseline_raw_inputs"].get(k, v)]
-    if not worse:
-        return []
-    return [
-        f"Training did worse than the raw inputs on {', '.join(worse)}: the model learned features "
-        "that separate its training classes and do not transfer to these ones.",
-        "",
-    ]
+def summary(results, config):
+    """The figures of every section next to their baselines, as console lines."""
+    metrics = config["evaluation"]["metrics"]
+    width = max(len(m) for m in metrics) + 2
+    lines = []
+    selection = results.get("selection", {})
+    for name in SECTIONS:
+        if name not in results:
+            continue
+        section = results[name]
+        what = "unseen classes" if name == "zero_shot" else "training classes (items never trained on)"
+        lines.append(f"{name}: {section['items']} items of {section['classes']} {what}")
+        lines.append(" " * 24 + "".join(m.rjust(width) for m in metrics))
+        epoch = selection.get("epoch")
+        trained = f"trained (epoch {epoch})" if epoch else "trained"
+        for label, values in (
+            (trained, section["trained"]),
+            ("raw inputs (baseline)", section["baseline_raw_inputs"]),
+        ):
+            lines.append(f"  {label:<22}" + "".join(f"{values[m]:.4f}".rjust(width) for m in metrics))
+    return "\n".join(lines)
 
 
 def _name(config, key):
     return component(config, key)[0]
 
 
-def _write_report(output, config, results):
+def _notes(name, section):
+    """A sentence when training lost to the raw inputs on some metric, explained for the section."""
+    worse = [k for k, v in section["trained"].items() if v < section["baseline_raw_inputs"].get(k, v)]
+    if not worse:
+        return []
+    if name == "zero_shot":
+        text = (
+            f"On these unseen classes the trained model retrieves worse than the raw inputs on "
+            f"{', '.join(worse)}: the features it learned to separate its training classes do not "
+            "transfer to these ones. This happens when the raw inputs are already a strong embedding "
+            "(as 8x8 digits are) or when training overfits its classes."
+        )
+    else:
+        text = (
+            f"On classes it was trained on, the model retrieves worse than the raw inputs on "
+            f"{', '.join(worse)}: it has not learned its training classes well. Train for more epochs, "
+            "adjust the learning rate, or try another loss."
+        )
+    return [text, ""]
+
+
+def _selection_text(selection, config):
+    if selection.get("metric") is None:
+        return (
+            "No validation items (evaluation.validation_fraction is 0, or the classes have too few "
+            f"items): the weights of the last epoch ({selection['epoch']}) are used."
+        )
+    stopped = selection["epochs_trained"] < config["epochs"]
+    return (
+        f"Model selection: the weights of epoch {selection['epoch']} of {selection['epochs_trained']}"
+        f"{' (stopped early)' if stopped else ''}, the best {selection['metric']} "
+        f"({selection['value']:.4f}) on {selection['validation_items']} items set aside from the "
+        "training classes; no test class is ever used to choose. Every epoch is in `history.csv`."
+    )
+
+
+def _write_report(output, config, run, results):
+    epochs = f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''}"
     lines = [
         "# deepmetric run report",
         "",
-        f"Dataset `{_name(config, 'dataset')}`, model `{_name(config, 'model')}`, loss "
-        f"`{_name(config, 'loss')}`, {config['epochs']} epochs, seed {config['seed']}; "
-        f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`.",
+        f"Dataset `{_name(config, 'dataset')}`, model `{_name(config, 'model')}` ({run.embedding_size}-d "
+        f"embeddings), loss `{_name(config, 'loss')}`, {epochs}, seed {config['seed']}; "
+        f"{results['seconds']} s in all. The resolved configuration is in `config.yaml`; the selected "
+        "weights are in `model.pt`.",
+        "",
+        _selection_text(results["selection"], config),
         "",
     ]
     titles = {
-        "held_out": "Held-out images of every class",
-        "zero_shot": "Zero-shot: train on digits 0-4, retrieve unseen digits 5-9",
+        "zero_shot": "Zero-shot: classes the model never saw",
+        "held_out": "Held-out items of the training classes",
     }
-    for name in ("held_out", "zero_shot"):
+    for name in SECTIONS:
         if name not in results:
             continue
         section = results[name]
-        prefix = "" if name == "held_out" else "zero_shot/"
         lines += [
             f"## {titles[name]}",
             "",
-            "Each held-out item is a query against the other held-out items. The baseline embeds the "
-            "raw inputs (no training), so the difference is what training bought.",
+            f"{section['items']} items of {section['classes']} classes. Each item is a query against the "
+            "other items of this section. The baseline embeds the raw inputs (no training), so the "
+            "difference is what training bought.",
             "",
-            report.metrics_table({"raw inputs (baseline)": section["baseline_raw_inputs"],
-                                  "trained model": section["trained"]}),
+            report.metrics_table(
+                {"raw inputs (baseline)": section["baseline_raw_inputs"], "trained model": section["trained"]}
+            ),
             "",
-            *_worse_than_baseline_note(section),
-            f"Per-epoch loss and metrics: `{prefix}history.csv`.",
+            *_notes(name, section),
+            f"![embeddings]({name}/embeddings.png)",
             "",
-            f"![embeddings]({prefix}embeddings.png)",
-            "",
-            f"![retrieval]({prefix}retrieval.png)",
+            f"![retrieval]({name}/retrieval.png)",
             "",
             "In the gallery each row is a query followed by its five nearest neighbours; wrong "
             "matches are framed in red.",
@@ -275,68 +579,81 @@ def _write_report(output, config, results):
         f.write("\n".join(lines))
 
 
-def evaluate_command(output, log=print):
-    """``deepmetric evaluate``: re-embed the held-out split with the saved model, recompute."""
-    config = _saved_config(output)
-    run = Run(config, output)
-    run.restore_model()
-    metrics = retrieval_metrics(run.held_out_embeddings(), run.data.test_labels, config)
-    report.write_json(os.path.join(output, "evaluation.json"), metrics)
-    for k, v in metrics.items():
-        log(f"{k}: {v:.4f}")
-    return metrics
+# ----------------------------------------------------------------------------------------------
+# evaluate and search
 
 
-def search_command(output, queries, k=5, log=print):
-    """``deepmetric search``: nearest held-out items for each query (an index or a file)."""
-    config = _saved_config(output)
-    run = Run(config, output)
-    run.restore_model()
-    reference = run.held_out_embeddings()
-    inputs = torch.stack([_query_input(run, q) for q in queries])
-    run.model.eval()
-    with torch.no_grad():
-        query_emb = run.model(inputs.to(run.device)).float().cpu()
-    sims = torch.nn.functional.normalize(query_emb, dim=1) @ torch.nn.functional.normalize(
-        reference, dim=1).t()
-    for q, raw in zip(queries, sims):
+def _restored_run(output):
+    state = folder_state(output)
+    if state != "run":
+        raise ConfigError(
+            None, f"{os.path.join(output, 'config.yaml')!r} does not exist: train a run into {output!r} first"
+        )
+    config = load_config(os.path.join(output, "config.yaml"))
+    run = Run(config, components.check_device(config), for_training=False)
+    run.load_selected_model(output)
+    return run
+
+
+def _section(run, section):
+    available = list(run.data.sections)
+    if section is None:
+        return "held_out" if "held_out" in available else available[0]
+    if section not in available:
+        raise ConfigError(
+            None, f"--section {section}: this run has no {section} section (it has: {', '.join(available)})"
+        )
+    return section
+
+
+def evaluate_command(output, section=None, log=print):
+    """``deepmetric evaluate``: re-embed the sections with the selected model and recompute their
+    metrics; writes and returns ``{section: metrics}``."""
+    run = _restored_run(output)
+    names = [_section(run, section)] if section else list(run.data.sections)
+    results = {}
+    for name in names:
+        items = run.data.sections[name]
+        results[name] = retrieval_metrics(run.embeddings(items), items.labels, run.config)
+        log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
+    report.write_json(os.path.join(output, "evaluation.json"), results)
+    return results
+
+
+def search_command(output, queries, k=5, section=None, log=print):
+    """``deepmetric search``: nearest items of a section for each query (an item number or a file)."""
+    run = _restored_run(output)
+    section = _section(run, section)
+    items = run.data.sections[section]
+    reference = run.embeddings(items)
+    named = []
+    for q in queries:
         if str(q).isdigit():
-            raw[int(q)] = -2.0  # a held-out item is not its own neighbour
-        top = raw.topk(min(k, len(raw)))
-        log(f"query {q}:")
+            index = int(q)
+            if index >= len(items):
+                raise ConfigError(
+                    None, f"query item {index} is out of range ({section} has {len(items)} items)"
+                )
+            named.append(
+                (f"item {index} (class {run.data.class_name(items.labels[index])})", items[index][0], index)
+            )
+        else:
+            named.extend((name, x, None) for name, x in read_queries(run.data, q))
+    inputs = torch.stack([x for _, x, _ in named])
+    expected = tuple(items[0][0].shape)
+    if tuple(inputs.shape[1:]) != expected:
+        raise ConfigError(None, f"queries must be items of shape {expected}, got {tuple(inputs.shape[1:])}")
+    query_emb = embed(
+        run.model, torch.utils.data.TensorDataset(inputs, torch.zeros(len(inputs))), device=run.device
+    )
+    sims = (
+        torch.nn.functional.normalize(query_emb, dim=1) @ torch.nn.functional.normalize(reference, dim=1).t()
+    )
+    for (name, _, index), row in zip(named, sims):
+        if index is not None:
+            row[index] = -2.0  # an item is not its own neighbour
+        top = row.topk(min(k, len(row) - (index is not None)))
+        log(f"query {name}:")
         for rank, (score, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
-            log(f"  {rank}. item {idx}  label {run.data.test_labels[idx]}  cosine {score:.4f}")
+            log(f"  {rank}. item {idx}  class {run.data.class_name(items.labels[idx])}  cosine {score:.4f}")
     return sims
-
-
-def _query_input(run, query):
-    if str(query).isdigit():
-        index = int(query)
-        if index >= len(run.data.test):
-            size = len(run.data.test)
-            raise ConfigError(None, f"query index {index} is out of range (held-out size {size})")
-        return run.data.test[index][0]
-    if not os.path.isfile(query):
-        raise ConfigError(None, f"query {query!r} is neither a held-out index nor an existing file")
-    if run.data.name == "Digits":
-        values = np.loadtxt(query, dtype=np.float32).reshape(-1)
-        if values.size != 64:
-            raise ConfigError(None, f"query file {query!r} must hold 64 pixel values, got {values.size}")
-        return torch.from_numpy(values)
-    from PIL import Image
-
-    from .data import ImageToTensor
-
-    return ImageToTensor(config_image_size(run.config))(Image.open(query))
-
-
-def config_image_size(config):
-    args = config["dataset"].get("args") or {}
-    return args.get("image_size", 64)
-
-
-def _saved_config(output):
-    path = os.path.join(output, "config.yaml")
-    if not os.path.isfile(path):
-        raise ConfigError(None, f"{path!r} does not exist: train a run into {output!r} first")
-    return load_config(path)

@@ -1,8 +1,11 @@
-"""What a run shows a person: metrics.json, a per-epoch CSV, TensorBoard scalars, two pictures and
-report.md.
+"""What a run shows a person: metrics.json, a per-epoch CSV, TensorBoard events (per-iteration loss
+and learning rate, per-epoch validation metrics, held-out embeddings for the projector), two
+pictures per section and report.md.
 
 Pictures need matplotlib (the ``plot`` extra); without it the report says so and the rest is
-still written. The 2-D projection uses UMAP when umap-learn is installed, else t-SNE.
+still written. The 2-D projection is t-SNE (scikit-learn); ``DEEPMETRIC_PROJECTION=umap`` asks
+for UMAP (umap-learn; its first call in a process compiles code for tens of seconds) and ``pca``
+for the cheapest one.
 """
 
 import csv
@@ -37,12 +40,15 @@ def write_history_row(path, row):
 
 
 class TensorBoardLog:
-    """Per-epoch scalars under ``folder/tensorboard`` when tensorboard is installed, else nothing.
+    """Events under ``folder/tensorboard`` when tensorboard is installed, else nothing.
 
-    A resumed run purges the events from the epoch it restarts at, so curves are not doubled.
+    Every event is placed on one axis, the global iteration (1, 2, ...): per-iteration loss and
+    learning rate at their iteration, per-epoch values at the epoch's last iteration, the
+    projector's embeddings at the epoch number. A resumed run purges the events after the
+    iteration it restarts from, so curves are not doubled.
     """
 
-    def __init__(self, folder, first_epoch=1):
+    def __init__(self, folder, purge_step=None):
         self.writer = None
         if folder is None:  # a process that does not write (not rank 0 under torchrun)
             return
@@ -50,18 +56,35 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return
-        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=first_epoch)
+        self.writer = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=purge_step)
 
-    def write(self, epoch, scalars, group):
+    def write(self, step, scalars, group):
         if self.writer is None:
             return
         for name, value in scalars.items():
-            self.writer.add_scalar(f"{group}/{name}", value, epoch)
-        self.writer.flush()
+            self.writer.add_scalar(f"{group}/{name}", value, step)
+
+    def embeddings(self, tag, embeddings, names, step):
+        """Embeddings with one label per row for the projector (``names``: strings)."""
+        if self.writer is None:
+            return
+        self.writer.add_embedding(embeddings, metadata=[str(n) for n in names], global_step=step, tag=tag)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def read_history(path):
+    """The rows of the CSV history at ``path`` (dicts of strings), or ``[]``."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def history_epochs(path):
@@ -86,11 +109,11 @@ def _pyplot():
 def project_2d(embeddings, seed=0):
     """``(points, method)``: a 2-D projection of the rows of ``embeddings``.
 
-    UMAP when umap-learn is installed, else t-SNE. ``DEEPMETRIC_PROJECTION=pca`` (or ``tsne``)
-    picks a cheaper method: UMAP's first call in a process compiles code for tens of seconds.
+    t-SNE by default; ``DEEPMETRIC_PROJECTION=umap`` uses UMAP when umap-learn is installed (else
+    t-SNE), ``pca`` the two principal components.
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
-    choice = os.environ.get("DEEPMETRIC_PROJECTION", "umap").lower()
+    choice = os.environ.get("DEEPMETRIC_PROJECTION", "tsne").lower()
     if choice not in ("umap", "tsne", "pca"):
         raise ValueError(f"DEEPMETRIC_PROJECTION must be umap, tsne or pca, got {choice!r}")
     if choice == "pca":
@@ -110,37 +133,51 @@ def project_2d(embeddings, seed=0):
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, max(2.0, (len(embeddings) - 1) / 3))
-    points = TSNE(n_components=2, random_state=seed, perplexity=perplexity, init="pca").fit_transform(
-        embeddings
-    )
+    # 500 iterations instead of 1000: the picture settles long before, at half the cost
+    # (scikit-learn before 1.5 calls the argument n_iter)
+    import inspect
+
+    iterations = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"
+    points = TSNE(
+        n_components=2, random_state=seed, perplexity=perplexity, init="pca", **{iterations: 500}
+    ).fit_transform(embeddings)
     return points, "t-SNE"
 
 
-def plot_embeddings(embeddings, labels, path, title, seed=0):
-    """Scatter of the held-out embeddings coloured by class; returns the method or None."""
+MAX_PLOTTED_CLASSES = 12
+
+
+def plot_embeddings(embeddings, labels, path, title, seed=0, name_of=str):
+    """Scatter of embeddings coloured by class; returns the method or None. With more than
+    ``MAX_PLOTTED_CLASSES`` classes a seeded choice of that many is shown (more colours could not
+    be told apart); ``name_of`` gives the legend's class names."""
     plt = _pyplot()
     if plt is None:
         return None
-    points, method = project_2d(embeddings, seed)
-    labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     classes = np.unique(labels)
+    if len(classes) > MAX_PLOTTED_CLASSES:
+        shown = np.sort(np.random.RandomState(seed).choice(classes, MAX_PLOTTED_CLASSES, replace=False))
+        keep = np.isin(labels, shown)
+        embeddings, labels = embeddings[keep], labels[keep]
+        title = f"{title}, {MAX_PLOTTED_CLASSES} of {len(classes)} classes"
+        classes = shown
+    points, method = project_2d(embeddings, seed)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i, c in enumerate(classes):
         sel = labels == c
-        ax.scatter(points[sel, 0], points[sel, 1], s=8, color=cmap(i % cmap.N), label=str(c))
-    if len(classes) <= 20:
-        ax.legend(title="class", markerscale=2, fontsize=8, loc="best")
-    ax.set_title(f"{title} ({method})")
+        ax.scatter(points[sel, 0], points[sel, 1], s=8, color=cmap(i % cmap.N), label=name_of(c))
+    ax.legend(title="class", markerscale=2, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"{title} ({method})", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return method
 
 
-def plot_retrieval(queries, neighbours, labels, image_of, path, title):
+def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=str):
     """A gallery: each row is a query and its nearest neighbours; wrong matches framed in red.
 
     Args:
@@ -156,11 +193,11 @@ def plot_retrieval(queries, neighbours, labels, image_of, path, title):
     fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.3 * (k + 1), 1.35 * len(queries)))
     axes = np.atleast_2d(axes)
     for row, q in enumerate(queries):
-        _show(axes[row, 0], image_of(q), f"query {labels[q]}", "black")
+        _show(axes[row, 0], image_of(q), f"query {name_of(labels[q])}", "black")
         for col in range(k):
             n = neighbours[row, col]
             correct = labels[n] == labels[q]
-            _show(axes[row, col + 1], image_of(n), str(labels[n]), "green" if correct else "red")
+            _show(axes[row, col + 1], image_of(n), name_of(labels[n]), "green" if correct else "red")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,5 +1,6 @@
 """Datasets: the standard retrieval benchmarks (read from a folder, or downloaded into it with
-``download=True``), image folders and CSV lists, and the embedded handwritten digits."""
+``download=True``), image folders and CSV lists, the embedded handwritten digits and the embedded
+glyphs (characters drawn from matplotlib's fonts)."""
 
 from ._download import ArchiveError, ChecksumError, DownloadError
 from .base_dataset import BaseDataset
@@ -7,6 +8,7 @@ from .cars196 import Cars196
 from .csv_dataset import CSVDataset
 from .cub import CUB
 from .digits import Digits
+from .glyphs import Glyphs
 from .image_folder import ImageFolderDataset
 from .inaturalist2018 import INaturalist2018
 from .sop import StanfordOnlineProducts
@@ -20,6 +22,7 @@ __all__ = [
     "CUB",
     "Cars196",
     "Digits",
+    "Glyphs",
     "ImageFolderDataset",
     "INaturalist2018",
     "StanfordOnlineProducts",

@@ -41,7 +41,8 @@ import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from . import common_functions as c_f
-from .errors import MissingInputError, ShapeError
+from .errors import ArgumentError, MissingInputError, SearchInputError
+from .inference import FaissKMeans
 from .kmeans import TorchKMeans
 from .knn import ExactKNN
 from .positive_ranks import positive_ranks, supports_distance
@@ -109,13 +110,39 @@ def maybe_get_avg_of_avgs(accuracy_per_sample, sample_labels, avg_of_avgs, retur
     return torch.mean(accuracy_per_sample.to(torch.float64)).item()
 
 
+def _label_count_tensors(label_counts, device):
+    """``(unique_labels, counts)`` as tensors on ``device``; like the reference, ``label_counts``
+    may hold lists, tuples or arrays as well as tensors."""
+    try:
+        unique_labels, counts = label_counts
+    except (TypeError, ValueError):
+        raise ArgumentError(
+            "label_counts must be a pair (unique_labels, match_counts), "
+            f"got {type(label_counts).__name__}"
+        ) from None
+    unique_labels, counts = _as_tensor(unique_labels, device), _as_tensor(counts, device)
+    if unique_labels.shape[:1] != counts.shape:
+        raise ArgumentError(
+            "label_counts must pair each unique label with one count, got "
+            f"{tuple(unique_labels.shape)} labels and {tuple(counts.shape)} counts"
+        )
+    return unique_labels, counts.to(torch.long)
+
+
+def _as_tensor(x, device):
+    x = c_f.numpy_to_torch(x)
+    if isinstance(x, (list, tuple)) and x and all(torch.is_tensor(v) for v in x):
+        return torch.stack(list(x)).to(device)
+    return torch.as_tensor(x, device=device)
+
+
 def get_relevance_mask(shape, gt_labels, ref_includes_query, label_counts):
     """``(mask, R)``: row i of the (N, K) mask is True in its first ``R_i`` columns, where ``R_i``
     is the number of relevant reference items of query i (0 for labels absent from label_counts)."""
-    unique_labels, counts = label_counts
+    unique_labels, counts = _label_count_tensors(label_counts, gt_labels.device)
     n = gt_labels.shape[0]
     position = _match_index(gt_labels.reshape(n, *unique_labels.shape[1:]), unique_labels)
-    relevant = counts.to(gt_labels.device)[position.clamp(min=0)] - int(bool(ref_includes_query))
+    relevant = counts[position.clamp(min=0)] - int(bool(ref_includes_query))
     relevant = torch.where(position >= 0, relevant, torch.zeros_like(relevant))
     columns = torch.arange(shape[1], device=gt_labels.device)
     return columns < relevant[:, None], relevant
@@ -127,7 +154,10 @@ def _per_query(rel, relevant, requests):
 
     ``rel`` (B, K') bool relevance of the retrieved neighbours in rank order, ``relevant`` (B,)
     the number of relevant reference items per query. ``requests`` maps an output key to
-    ``(kind, width)``: the metric ``kind`` computed on the first ``width`` columns.
+    ``(kind, width)``: the metric ``kind`` computed on the first ``width`` columns. A ``width``
+    beyond ``K'`` (fewer neighbours exist than asked for) counts the missing ones as misses:
+    ``precision`` still divides by ``width`` and ``mean_average_precision_at_k`` by
+    ``min(R, width)``.
     """
     device = rel.device
     out = {}
@@ -144,18 +174,19 @@ def _per_query(rel, relevant, requests):
     r_count = relevant.to(torch.float64)
     for key, (kind, width) in requests.items():
         head = rel[:, :width]
+        columns = head.shape[1]
         if kind == "precision":
             out[key] = head.sum(dim=1, dtype=torch.float64) / width
         elif kind == "recall":
             out[key] = head.any(dim=1).to(torch.float64)
         elif kind == "r_precision":
-            within_r = torch.arange(width, device=device) < relevant[:, None]
+            within_r = torch.arange(columns, device=device) < relevant[:, None]
             hits = (head & within_r).sum(dim=1, dtype=torch.float64)
             out[key] = hits / within_r.sum(dim=1, dtype=torch.float64)
         elif kind == "mean_average_precision":
             out[key] = precision_terms(width).sum(dim=1) / r_count
         elif kind == "mean_average_precision_at_r":
-            within_r = torch.arange(width, device=device) < relevant[:, None]
+            within_r = torch.arange(columns, device=device) < relevant[:, None]
             out[key] = (precision_terms(width) * within_r).sum(dim=1) / r_count
         elif kind == "mean_average_precision_at_k":
             denominator = torch.clamp(r_count, max=float(width))
@@ -172,13 +203,8 @@ def _aggregate_one(kind, width, knn_labels, gt_labels, relevant, avg_of_avgs, re
     rel = _relevance(gt_labels, knn_labels, cmp)
     if width is None:
         width = rel.shape[1]
-    values = _per_query(rel, relevant, {"v": (kind, min(width, rel.shape[1]))})["v"]
-    if kind == "precision":
-        # Fewer than k neighbours still count as k slots (misses), as the reference does.
-        values = values * min(width, rel.shape[1]) / width
-    elif kind == "mean_average_precision_at_k" and width > rel.shape[1]:
-        r_count = relevant.to(torch.float64)
-        values = values * torch.clamp(r_count, max=rel.shape[1]) / torch.clamp(r_count, max=width)
+    # Fewer than k neighbours still count as k slots (misses), as the reference does.
+    values = _per_query(rel, relevant, {"v": (kind, width)})["v"]
     return maybe_get_avg_of_avgs(values, gt_labels, avg_of_avgs, return_per_class)
 
 
@@ -309,7 +335,7 @@ def get_label_match_counts(query_labels, reference_labels, label_comparison_fn):
 def get_lone_query_labels(query_labels, label_counts, ref_includes_query, label_comparison_fn):
     """``(lone_labels, not_lone_query_mask)``: a label is lone when no reference item other than
     the query itself matches it."""
-    unique_labels, match_counts = label_counts
+    unique_labels, match_counts = _label_count_tensors(label_counts, query_labels.device)
     if ref_includes_query:
         matches_itself = _relevance(unique_labels[:, None], unique_labels[:, None], label_comparison_fn)[:, 0]
         lone = match_counts - matches_itself.to(torch.long) <= 0
@@ -376,6 +402,15 @@ def _from_ranks(ranks, relevant, requests):
     return out
 
 
+def default_kmeans_func(device):
+    """The reference's k-means, ``FaissKMeans(niter=20, gpu=<device is CUDA>)``, when faiss can
+    be imported; otherwise ``TorchKMeans(niter=20)``, faiss' algorithm with the same draws."""
+    try:
+        return FaissKMeans(niter=20, gpu=torch.device(device).type == "cuda")
+    except ImportError:
+        return TorchKMeans(niter=20)
+
+
 # ----------------------------------------------------------------------------------- the class
 class AccuracyCalculator:
     """Computes retrieval (k-NN) and clustering accuracy metrics of embeddings.
@@ -397,8 +432,10 @@ class AccuracyCalculator:
         knn_func: ``fn(query, k, reference, ref_includes_query) -> (distances, indices)``.
             Default :class:`~deepmetric.utils.knn.ExactKNN` (squared Euclidean, like faiss's
             ``IndexFlatL2``); no faiss needed.
-        kmeans_func: ``fn(x, n_clusters) -> cluster ids`` for NMI/AMI. Default
-            :class:`~deepmetric.utils.kmeans.TorchKMeans` with 20 iterations and seed 0.
+        kmeans_func: ``fn(x, n_clusters) -> cluster ids`` for NMI/AMI. Default: the
+            reference's, ``FaissKMeans(niter=20, gpu=<device is CUDA>)``, when faiss is
+            installed, else :class:`~deepmetric.utils.kmeans.TorchKMeans` ``(niter=20)``, the
+            same algorithm and seed in torch.
         k_values: extra cut-offs; each ``k`` adds ``precision_at_<k>``, ``recall_at_<k>`` and
             ``mean_average_precision_at_<k>`` (naming such a metric in ``include`` adds it too).
         knn_block_entries: at most this many neighbour labels (queries x neighbours) are held at
@@ -439,7 +476,7 @@ class AccuracyCalculator:
             device = c_f.use_cuda_if_available()
         self.device = torch.device(device)
         self.knn_func = ExactKNN() if knn_func is None else knn_func
-        self.kmeans_func = TorchKMeans(niter=20) if kmeans_func is None else kmeans_func
+        self.kmeans_func = default_kmeans_func(self.device) if kmeans_func is None else kmeans_func
 
         if (isinstance(k, bool) or not (isinstance(k, int) and k > 0)) and k not in (None, "max_bin_count"):
             raise ValueError(f"k must be an integer greater than 0, or None, or 'max_bin_count', got {k!r}")
@@ -655,10 +692,10 @@ class AccuracyCalculator:
             needs_64 = not x.is_floating_point() and x.numel() > 0 and int(x.abs().max()) > _FLOAT32_EXACT_INT
             return x.to(torch.float64 if needs_64 else torch.float32)
         if x.dim() != 2:
-            raise ShapeError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
+            raise SearchInputError(f"{name} must be a 2-D (N, D) tensor, got shape {tuple(x.shape)}")
         x = x.to(torch.float32)
         if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise SearchInputError(f"{name} contains NaN or Inf values")
         return x
 
     def get_accuracy(
@@ -688,9 +725,9 @@ class AccuracyCalculator:
                 f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
             )
         if len(query) == 0 or len(reference) == 0:
-            raise ShapeError("query and reference must contain at least one embedding each")
+            raise SearchInputError("query and reference must contain at least one embedding each")
         if query.shape[1] != reference.shape[1]:
-            raise ShapeError(
+            raise SearchInputError(
                 f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
             )
         if ref_includes_query and not (
@@ -736,18 +773,22 @@ class AccuracyCalculator:
         label_counts = get_label_match_counts(query_labels, reference_labels, cmp)
         lone_labels, not_lone = get_lone_query_labels(query_labels, label_counts, ref_includes_query, cmp)
         base_k = self.determine_k(label_counts[1], len(reference), ref_includes_query)
+        available = len(reference) - own
 
-        requests = {name: self._engine_request(name, base_k) for name in knn_names}
+        requests = {name: self._engine_request(name, min(base_k, available)) for name in knn_names}
         engine = {name: req for name, req in requests.items() if req is not None}
         others = [name for name in knn_names if name not in engine]
         widest = max([base_k] + [req[1] for req in engine.values()])
-        available = len(reference) - own
         if widest > available:
-            extra = " excluding each query's own entry" if own else ""
-            raise ValueError(
-                f"k={widest} exceeds the number of reference embeddings{extra} ({available}); "
-                "use a smaller k or k_values, k=None, or k='max_bin_count'"
+            # The reference pads faiss' missing neighbours with index -1 (read as the label of the
+            # last reference); only the neighbours that exist are used here.
+            extra = " other than the query itself" if own else ""
+            c_f.LOGGER.warning(
+                f"k={widest} is more than the {available} reference embeddings{extra}: "
+                f"the metrics use the {available} that exist (precision_at_<k> counts the "
+                "missing ones as misses)"
             )
+        base_k, width = min(base_k, available), min(widest, available)
         any_valid = bool(not_lone.any())
         if not any_valid:
             c_f.LOGGER.warning("None of the query labels are in the reference set.")
@@ -761,8 +802,8 @@ class AccuracyCalculator:
         full = None
         if others:
             # Metrics of subclasses need every neighbour label at once, as in the reference.
-            if widest >= 1:
-                distances, indices = self.knn_func(query, widest, reference, ref_includes_query)
+            if width >= 1:
+                distances, indices = self.knn_func(query, width, reference, ref_includes_query)
             else:
                 distances = torch.zeros(len(query), 0, device=query.device)
                 indices = torch.zeros(len(query), 0, dtype=torch.long, device=query.device)
@@ -781,17 +822,26 @@ class AccuracyCalculator:
         relevant = relevant_all[valid_rows]
         if full is not None:
             values = _per_query(_relevance(gt, full[valid_rows], cmp), relevant, engine)
-        elif self._positive_ranks_apply(widest, available, query_labels, reference_labels):
+        elif self._positive_ranks_apply(width, available, query_labels, reference_labels):
+            self._log_search(width + own, query)
             labels = (query_labels, reference_labels)
-            values = self._rankwise(query, reference, labels, valid_rows, gt, relevant, engine, widest, own)
+            values = self._rankwise(query, reference, labels, valid_rows, gt, relevant, engine, width, own)
         else:
+            self._log_search(width + own, query)
             values = self._blockwise(
-                query, reference, reference_labels, valid_rows, gt, relevant, engine, widest, own
+                query, reference, reference_labels, valid_rows, gt, relevant, engine, width, own
             )
         return {
             name: maybe_get_avg_of_avgs(v, gt, self.avg_of_avgs, self.return_per_class)
             for name, v in values.items()
         }
+
+    def _log_search(self, k, query):
+        """What the reference's default search logs, once per evaluation (``ExactKNN`` itself
+        logs each call, and the blockwise search makes one call per block)."""
+        if type(self.knn_func) is ExactKNN:
+            c_f.LOGGER.info("running k-nn with k=%d", k)
+            c_f.LOGGER.info("embedding dimensionality is %d", query.shape[1])
 
     def _positive_ranks_apply(self, width, available, query_labels, reference_labels):
         """Whether the sort-free positive-rank engine gives what the blockwise search would: the
@@ -840,13 +890,15 @@ class AccuracyCalculator:
         return out
 
     def _blockwise(self, query, reference, reference_labels, rows, gt, relevant, requests, width, own):
+        # The built-in search without its per-call log lines (logged once by _log_search).
+        search = self.knn_func.search if type(self.knn_func) is ExactKNN else self.knn_func
         block = max(1, self.knn_block_entries // max(1, width))
         parts = {name: [] for name in requests}
         for s in range(0, len(rows), block):
             e = min(s + block, len(rows))
             block_rows = rows[s:e]
             # Self matches are removed here by position, so the search must not do it by row number.
-            distances, indices = self.knn_func(query[block_rows], width + own, reference, False)
+            distances, indices = search(query[block_rows], width + own, reference, False)
             if own:
                 distances, indices = _own_entry_removed(distances, indices, block_rows.to(indices.device))
             rel = _relevance(

@@ -65,3 +65,22 @@ def require(condition, message, error=ArgumentError):
     holds."""
     if not condition:
         raise error(message)
+
+
+class SearchInputError(ArgumentError, RuntimeError, IndexError):
+    """Embeddings, ``k`` or a cluster count that a nearest-neighbour search, a k-means run or an
+    evaluation cannot use (wrong shape, empty, too few points, NaN).
+
+    For the same inputs the reference library fails inside faiss or torch with a
+    ``RuntimeError``, an ``AssertionError`` or an ``IndexError`` depending on the call, so this
+    subclasses all of them (and ``ValueError``, through :class:`ArgumentError`).
+    """
+
+
+class IndexFileError(ValueError, RuntimeError):
+    """A file given to load a search index is not one (or cannot be read). The reference reads
+    index files with faiss, which raises ``RuntimeError`` there."""
+
+
+class IndexFileNotFoundError(IndexFileError, FileNotFoundError):
+    """The index file to load does not exist (faiss raises ``RuntimeError`` there)."""

@@ -5,12 +5,15 @@ memory). :class:`FaissKNN` / :class:`FaissKMeans` keep the reference library's f
 faiss is imported only when they are used (``pip install deepmetric[faiss]``).
 """
 
+import os
+
 import numpy as np
 import torch
 
 from ..distances import BatchedDistance, CosineSimilarity
 from . import common_functions as c_f
-from .errors import MissingInputError, OutOfRangeError
+from ._index_files import file_kind, load_torch_index
+from .errors import IndexFileError, MissingInputError, OutOfRangeError, SearchInputError
 from .knn import ExactKNN, exact_knn
 
 
@@ -24,6 +27,19 @@ def _import_faiss(user):
             "deepmetric.utils.knn.ExactKNN / deepmetric.utils.kmeans.TorchKMeans."
         ) from exc
     return faiss
+
+
+def _check_search_inputs(query, k, reference):
+    """The reference's faiss search fails obscurely (or returns -1 indices) on these."""
+    for name, x in (("query", query), ("reference", reference)):
+        if x is not None and len(getattr(x, "shape", ())) != 2:
+            raise SearchInputError(f"{name} must be 2-D (num_embeddings, dim), got shape {tuple(x.shape)}")
+    if reference is not None and reference.shape[1] != query.shape[1]:
+        raise SearchInputError(
+            f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SearchInputError(f"k must be a positive int, got {k!r}")
 
 
 def _to_float32_numpy(x):
@@ -197,6 +213,7 @@ class FaissKNN:
         self.gpus = gpus
 
     def __call__(self, query, k, reference=None, ref_includes_query=False):
+        _check_search_inputs(query, k, reference)
         if ref_includes_query:
             k = k + 1
         if k < 1:
@@ -224,10 +241,27 @@ class FaissKNN:
         self.index.add(_to_float32_numpy(embeddings))
 
     def save(self, filename):
-        _import_faiss("FaissKNN.save").write_index(self.index, filename)
+        _import_faiss("FaissKNN.save").write_index(self.index, os.fspath(filename))
 
     def load(self, filename):
-        self.index = _import_faiss("FaissKNN.load").read_index(filename)
+        """Read a faiss index file (``faiss.read_index``), or an index saved by
+        ``ExactKNN.save`` in its torch format (its embeddings go into ``index_init_fn(d)``).
+        A file that is neither raises :class:`~deepmetric.utils.errors.IndexFileError` (a
+        ``RuntimeError``, as faiss raises) naming it."""
+        faiss = _import_faiss("FaissKNN.load")
+        if file_kind(filename, "FaissKNN.load") == "torch":
+            embeddings = load_torch_index(filename, "FaissKNN.load")
+            self.index = self.index_init_fn(embeddings.shape[1])
+            self.add(embeddings)
+            return
+        try:
+            self.index = faiss.read_index(os.fspath(filename))
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise IndexFileError(
+                f"FaissKNN.load: {os.fspath(filename)!r} is not an index faiss can read, nor one "
+                f"saved by ExactKNN.save ({reason})"
+            ) from exc
 
     def reset(self):
         self.index = None

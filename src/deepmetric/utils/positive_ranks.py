@@ -1,20 +1,26 @@
 """Ranks of each query's positives in its full ranking of the reference set, without sorting rows.
 
 Retrieval metrics over the whole ranking (``AccuracyCalculator(k=None)``) only need where the
-positives land. With a query's positives in ranking order (keys ascending, smaller is better,
-equal keys by reference index), the j-th positive has rank ``j + #{negatives ranked before it}``.
-A negative ranked after the worst positive changes nothing, so only the negatives whose key is at
-most the worst positive's are looked at (one comparison pass over the row, then a compaction);
-each is placed among the row's sorted positives by ``searchsorted``, equal keys by reference
-index. For embeddings where classes are at all separated these candidates are a small fraction
-of the row, so the cost is the key matrix plus two passes over it instead of a sort of every row.
+positives land. With a query's positives in ranking order (values ascending, smaller is better,
+equal values by reference index), the j-th positive has rank ``j + #{negatives ranked before
+it}``. A negative ranked after the worst positive changes nothing, so only the negatives whose
+value is at most the worst positive's are looked at (one comparison pass over the row, then a
+compaction); each is placed among the row's sorted positives by ``searchsorted``. For embeddings
+where classes are at all separated these candidates are a small fraction of the row, so the cost
+is the key matrix plus two passes over it instead of a sort of every row.
+
+The ranking is the one :class:`~deepmetric.utils.knn.ExactKNN` returns: by exact values for
+squared L2 (any power of the L2 distance) and dot products. The fast values come from one matmul;
+a negative whose value lies within the matmul's error bound ``2 B`` of a positive's (see
+:mod:`._knn_scores`) is compared with those positives by exact float64 values (then by reference
+index), every other pair is already in its exact order.
 """
 
 import torch
 
 from ..distances.lp_distance import LpDistance
 from ..distances.snr_distance import SNRDistance
-from .knn import _Scorer
+from ._knn_scores import Scorer
 
 # Above this fraction of candidate entries, count by bins (a few dense passes) instead of placing
 # every candidate by searchsorted.
@@ -23,8 +29,9 @@ _DENSE_FRACTION = 0.15
 # make the per-row histograms longer.
 _BINS_PER_POSITIVE = 32
 _MIN_BINS = 1024
-# Ties between a negative and positives are walked one equal positive at a time, up to this many;
-# rows with longer runs or with more tied negatives than this (or n / 16) are left to the search.
+# A negative close to positives (within the error bound, or tied) is compared with them one at a
+# time, up to this many; rows with more of them, or with more close negatives than this (or
+# n / 16), are left to the search.
 _MAX_TIE_RUN = 16
 _MAX_TIES_PER_ROW = 256
 
@@ -32,7 +39,7 @@ _MAX_TIES_PER_ROW = 256
 def supports_distance(distance):
     """Whether :func:`positive_ranks` ranks by exactly the keys ``ExactKNN`` would use: distances
     whose matrix entry depends on its own query and reference rows only (the built-ins)."""
-    return _Scorer.mode_of(distance) != "generic" or type(distance) in (LpDistance, SNRDistance)
+    return Scorer.mode_of(distance) != "generic" or type(distance) in (LpDistance, SNRDistance)
 
 
 def positive_ranks(query, reference, query_ids, reference_ids, own_columns, distance, block_rows):
@@ -45,14 +52,14 @@ def positive_ranks(query, reference, query_ids, reference_ids, own_columns, dist
         own_columns: ``None``, or per query the reference index that is the query itself; it
             is neither a positive nor a negative (removed by position, as ``ExactKNN`` does with
             ``ref_includes_query``). It must carry the query's own class id.
-        distance: the ``ExactKNN`` distance; keys are those ``ExactKNN`` ranks by.
+        distance: the ``ExactKNN`` distance; the ranking is the one ``ExactKNN`` returns.
         block_rows: queries per block (bounds the ``block_rows x nr`` key matrix).
 
     Yields:
         ``rows`` (b,) query indices, ``ranks`` (b, Rmax) float64: 1-based rank of the j-th best
         positive among all references other than the query itself (``inf`` beyond the row's
-        positive count), ``unresolved`` (b,) bool: rows with NaN keys or whose own entry is not
-        among its positives; their ``ranks`` are meaningless.
+        positive count), ``unresolved`` (b,) bool: rows with NaN keys, whose own entry is not
+        among its positives, or with too many close values; their ``ranks`` are meaningless.
     """
     device = query.device
     nr = reference.shape[0]
@@ -64,11 +71,11 @@ def positive_ranks(query, reference, query_ids, reference_ids, own_columns, dist
     # ascending reference index (the sort is stable): the order ties are broken in.
     starts = torch.searchsorted(sorted_ids, query_ids, side="left")
     ends = torch.searchsorted(sorted_ids, query_ids, side="right")
-    scorer = _Scorer(distance, reference[ref_order])
+    scorer = Scorer(distance, reference[ref_order])
     negate = bool(distance.is_inverted)
-    # Squared L2: the finalising step (add |q|^2, clamp at 0) is applied lazily, to the entries
-    # that can matter only (see _block_ranks); other powers finalise whole rows, like ExactKNN.
-    lazy = scorer.mode == "l2" and distance.power == 2
+    # L2: rank by squared distances (the same order for any power), finalised (add |q|^2, clamp
+    # at 0) lazily, only for the entries that can matter (see _block_ranks).
+    lazy = scorer.mode == "l2"
     # Queries of one class share their positive columns: process them together.
     query_order = torch.argsort(query_ids, stable=True)
     for s in range(0, len(query_order), block_rows):
@@ -78,27 +85,40 @@ def positive_ranks(query, reference, query_ids, reference_ids, own_columns, dist
         if lazy:
             shift = (q * q).sum(dim=1, keepdim=True)  # what finalize adds
         else:
-            # Finalised keys (clamp, power) are what ExactKNN sorts when most of a row is wanted.
+            # Finalised keys (power) are what ExactKNN sorts when it does not refine them.
             keys, shift = scorer.finalize(q, keys), None
         if negate:
             keys = keys.neg_()
+        if scorer.refines:
+            bound = scorer.bound(q)
+
+            def exact(r, c, q=q):
+                return scorer.exact_values(q, r, c)
+        else:
+            bound, exact = torch.zeros(len(rows), dtype=torch.float64, device=device), None
         own = None if own_columns is None else column_of[own_columns[rows]]
-        ranks, unresolved = _block_ranks(keys, starts[rows], ends[rows], own, ref_order, shift)
+        ranks, unresolved = _block_ranks(
+            keys, starts[rows], ends[rows], own, ref_order, shift, bound, exact
+        )
         yield rows, ranks, unresolved
 
 
 def _settle(values, shift):
-    """Squared L2 finalisation, exactly as ``_Scorer.finalize`` does it (in place)."""
+    """Squared L2 finalisation, exactly as ``Scorer.approx_values`` does it (in place)."""
     return values.add_(shift).clamp_min_(0)
 
 
-def _block_ranks(keys, start, end, own, ref_order, shift=None):
+def _block_ranks(keys, start, end, own, ref_order, shift=None, bound=None, exact=None):
     """``(ranks, unresolved)`` of one block of rows (see :func:`positive_ranks`); ``keys`` is
     overwritten. With ``shift`` (b, 1), ``keys`` are squared L2 keys before finalisation: only
-    the positives and the candidates are finalised (``_settle``)."""
+    the positives and the candidates are finalised (``_settle``). ``bound`` (b,) float64 bounds
+    the error of the finalised values; ``exact(rows, columns)`` gives exact float64 values of
+    entries (``None``: the values are exact)."""
     b, n = keys.shape
     device = keys.device
     inf = float("inf")
+    if bound is None:
+        bound = torch.zeros(b, dtype=torch.float64, device=device)
     if shift is None:
         unresolved = torch.isnan(keys.sum(dim=1))
     else:
@@ -118,7 +138,6 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
     columns = torch.where(real, columns, start[:, None])
     positives = keys.gather(1, columns)
     if shift is not None:
-        raw_worst = positives.masked_fill(~real, -inf).max(dim=1, keepdim=True).values
         positives = _settle(positives, shift)
         unresolved |= torch.isnan(positives).any(dim=1)
     positives, order = torch.sort(positives.masked_fill_(~real, inf), dim=1, stable=True)
@@ -128,18 +147,20 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
     positives = torch.cat([positives, torch.full((b, 1), inf, dtype=keys.dtype, device=device)], dim=1)
     worst = positives.gather(1, (num_real - 1)[:, None])
     unresolved |= (count < 1) | torch.isinf(worst[:, 0])
+    # Every negative that may rank before the worst positive: value at most worst + 2 B.
+    reach = (worst.double() + 2 * bound.unsqueeze(1)).to(keys.dtype)
+    reach = torch.nextafter(reach, torch.full_like(reach, inf))
     if shift is None:
-        threshold = worst.masked_fill(unresolved[:, None], -inf)
+        threshold = reach.masked_fill(unresolved[:, None], -inf)
     else:
-        # Raw keys: every entry whose finalised key can be <= the worst positive's. Rounding in
-        # the addition (and the clamp at 0) merges only values within a few ulps of
-        # max(raw_worst, -shift); the margin is ~8 ulps of the largest term.
-        top = torch.maximum(raw_worst, -shift)
-        threshold = top + (raw_worst.abs() + shift.abs()) * 2.0**-20
+        # Raw keys: finalisation adds shift with one rounding (and clamps at 0), so raw keys up
+        # to reach - shift, plus ~8 ulps of the largest term, can finalise to at most reach.
+        top = torch.maximum(reach - shift, -shift)
+        threshold = top + (reach.abs() + shift.abs()) * 2.0**-20
         threshold = threshold.masked_fill_(unresolved[:, None], -inf)
 
-    # Negatives ranked before some positive have a key at most the worst positive's. Hiding the
-    # positive columns first (rows come grouped by class, so a few slices do it) leaves only them.
+    # Negatives ranked before some positive are below the threshold. Hiding the positive columns
+    # first (rows come grouped by class, so a few slices do it) leaves only them.
     bounds = torch.stack([start, end], dim=1)
     runs = torch.ones(b, dtype=torch.bool, device=device)
     runs[1:] = (bounds[1:] != bounds[:-1]).any(dim=1)
@@ -154,13 +175,13 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
     dense = int(torch.count_nonzero(sample)) > _DENSE_FRACTION * sample.numel()
     if dense:
         # Classes barely separated: most of each row is a candidate. Count them by bins instead,
-        # leaving only those that share a bin with a positive to be placed one by one.
+        # leaving only those that share a bin with a positive's window to be placed one by one.
         if shift is not None:
             # NaN keys (not looked at above) rank last, like +inf; bins need numbers.
             keys = _settle(keys, shift).nan_to_num_(nan=inf, posinf=inf, neginf=-inf)
         if unresolved.any():
             keys = keys.masked_fill_(unresolved[:, None], inf)
-        candidates = _count_by_bins(keys, positives, num_real, unresolved, neg_before)
+        candidates = _count_by_bins(keys, positives, num_real, unresolved, bound, neg_before)
     flat = candidates.view(-1).nonzero().reshape(-1)
     r = flat // n
     x = keys.view(-1)[flat]
@@ -170,24 +191,29 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
         keep = ~unresolved[r]
         flat, r, x = flat[keep], r[keep], x[keep]
     if len(r):
-        # Flat position in `positives`: row * width + (number of positives with a smaller key).
-        g = _positions(positives, r, x)
-        # Equal keys are ranked by reference index (the +inf padding never equals a candidate).
-        tied = positives.view(-1)[g] == x
-        if tied.any():
-            # Rows with very many ties (collapsed embeddings) are left to the search, which
-            # sorts them; the others walk their runs of equal positives.
-            crowded = torch.bincount(r[tied], minlength=b) > max(_MAX_TIES_PER_ROW, n // 16)
+        # Positives certainly before x: those below x - 2B; those up to x + 2B are close to it.
+        margin = 2 * bound[r]
+        low = (x.double() - margin).to(x.dtype)
+        low = torch.nextafter(low, torch.full_like(low, -inf))
+        high = (x.double() + margin).to(x.dtype)
+        high = torch.nextafter(high, torch.full_like(high, inf)) if exact is not None else x
+        g = _positions(positives, r, low, "left")
+        # Windows end at the row's last real positive (x may be +inf, the padding too).
+        g_high = torch.minimum(_positions(positives, r, high, "right"), r * width + num_real[r])
+        close = (g_high > g).nonzero().reshape(-1)
+        if len(close):
+            # Rows with very many close negatives (collapsed embeddings) are left to the search,
+            # which sorts them; the others compare them with their close positives.
+            crowded = torch.bincount(r[close], minlength=b) > max(_MAX_TIES_PER_ROW, n // 16)
             unresolved |= crowded
-            tied &= ~crowded[r]
-            index = tied.nonzero().reshape(-1)
-            rt = r[index]
-            t, c = g[index] - rt * width, flat[index] - rt * n
-            extra, unsettled = _tied_positives_before(
-                positives, columns, num_real, rt, t, x[index], c, ref_order
+            close = close[~crowded[r[close]]]
+            rc = r[close]
+            lo, hi = g[close] - rc * width, g_high[close] - rc * width
+            extra, unsettled = _close_positives_before(
+                positives, columns, rc, lo, hi, x[close], flat[close] - rc * n, ref_order, exact
             )
-            g[index] += extra
-            unresolved[rt[unsettled]] = True
+            g[close] += extra
+            unresolved[rc[unsettled]] = True
         neg_before.view(-1).add_(torch.bincount(g, minlength=b * width))
 
     # neg_before[:, t] counts negatives with t positives ranked before them: a cumulative sum
@@ -198,14 +224,15 @@ def _block_ranks(keys, start, end, own, ref_order, shift=None):
     return ranks, unresolved
 
 
-def _count_by_bins(keys, positives, num_real, unresolved, neg_before):
+def _count_by_bins(keys, positives, num_real, unresolved, bound, neg_before):
     """Add to ``neg_before[r, t]`` the entries of ``keys`` that certainly lie above exactly ``t``
-    positives; return the mask of the others (those sharing a bin with a positive).
+    positives; return the mask of the others (those sharing a bin with a positive's window).
 
     Each row's keys are mapped to ``nb + 2`` bins by a monotone function (uniform between the
-    best and the worst positive, plus "better than all" and "worse than all"). An entry in a bin
-    without positives lies above exactly the positives of the lower bins. Monotonicity is all
-    this needs, so the rounding of the bin arithmetic cannot change a count.
+    best and the worst positive, plus "better than all" and "worse than all"). A bin is occupied
+    when it meets the window ``[p - 2B, p + 2B]`` of some positive ``p``; an entry in a bin no
+    window meets lies above exactly the positives of the lower bins. Monotonicity is all this
+    needs, so the rounding of the bin arithmetic cannot change a count.
     """
     b, width = positives.shape
     device = keys.device
@@ -227,20 +254,61 @@ def _count_by_bins(keys, positives, num_real, unresolved, neg_before):
     pos_per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
     pos_per_bin.scatter_add_(1, to_bins(values), real.long())
     occupied = pos_per_bin > 0
+    if bool((bound > 0).any()):
+        _cover_windows(occupied, values, real, bound, to_bins)
     below = torch.cumsum(pos_per_bin, dim=1) - pos_per_bin
     bins = to_bins(keys)
     per_bin = torch.zeros(b, nb + 2, dtype=torch.long, device=device)
     per_bin.scatter_add_(1, bins, torch.ones(1, dtype=torch.long, device=device).expand_as(bins))
     neg_before.scatter_add_(1, below, per_bin.masked_fill_(occupied, 0))
-    return occupied.gather(1, bins)
+    # Infinite keys (hidden positive columns, NaN) rank after every positive: no need to place.
+    return occupied.gather(1, bins) & torch.isfinite(keys)
 
 
-def _positions(positives, r, x):
+def _cover_windows(occupied, values, real, bound, to_bins):
+    """Mark in ``occupied`` (b, bins) every bin that the window ``[p - 2B, p + 2B]`` of a real
+    positive ``p`` meets (its own bin is marked already)."""
+    inf = float("inf")
+    b, n_bins = occupied.shape
+    margin = (2 * bound).unsqueeze(1)
+    own = to_bins(values)
+    low = (values.double() - margin).to(values.dtype)
+    low = to_bins(torch.nextafter(low, torch.full_like(low, -inf)))
+    high = (values.double() + margin).to(values.dtype)
+    high = to_bins(torch.nextafter(high, torch.full_like(high, inf)))
+    # Most windows stay inside their own bin; the others usually reach one neighbour.
+    spills = real & ((low != own) | (high != own))
+    if not spills.any():
+        return
+    rows = torch.arange(b, device=values.device).unsqueeze(1).expand_as(low)[spills]
+    low, high = low[spills], high[spills]
+    flat = occupied.view(-1)
+    base = rows * n_bins
+    flat[base + low] = True
+    flat[base + high] = True
+    wide = high - low > 1
+    if wide.any():
+        starts, lengths, base = low[wide] + 1, high[wide] - low[wide] - 1, base[wide]
+        total = int(lengths.sum())
+        if total <= 4 * occupied.numel():
+            first = torch.cumsum(lengths, 0) - lengths
+            step = torch.arange(total, device=values.device) - first.repeat_interleave(lengths)
+            flat[(base + starts).repeat_interleave(lengths) + step] = True
+        else:
+            cover = torch.zeros(b * n_bins + 1, dtype=torch.int32, device=values.device)
+            ones = torch.ones_like(starts, dtype=torch.int32)
+            cover.index_put_((base + starts,), ones, accumulate=True)
+            cover.index_put_((base + starts + lengths,), -ones, accumulate=True)
+            # Window ends never cross a row (bins are clamped), so one running sum serves all.
+            occupied |= (torch.cumsum(cover, dim=0)[:-1] > 0).view(b, n_bins)
+
+
+def _positions(positives, r, x, side):
     """``r * width + t`` for every candidate, ``t`` being how many of row ``r``'s (sorted)
-    positives have a key below ``x``."""
+    positives have a value below ``x`` (``side="left"``) or at most ``x`` (``"right"``)."""
     b, width = positives.shape
     if positives.dtype == torch.float32:
-        # One searchsorted over all rows: (row, key) packed into an int64 whose order is the
+        # One searchsorted over all rows: (row, value) packed into an int64 whose order is the
         # lexicographic one (+0.0 merges -0.0 into 0.0 as == does; the bits of non-negative
         # floats are already in order, negative ones are flipped).
         signed = bool((x < 0).any() or (positives < 0).any())
@@ -253,29 +321,43 @@ def _positions(positives, r, x):
 
         rows = torch.arange(b, device=positives.device)[:, None]
         sequence = packed(positives, rows).reshape(-1)
-        return torch.searchsorted(sequence, packed(x, r))
+        return torch.searchsorted(sequence, packed(x, r), side=side)
     per_row = torch.bincount(r, minlength=b)
     slot = torch.arange(len(r), device=r.device) - (torch.cumsum(per_row, 0) - per_row)[r]
     padded = torch.full((b, int(per_row.max())), float("inf"), dtype=positives.dtype, device=r.device)
     padded[r, slot] = x
-    return torch.searchsorted(positives, padded)[r, slot] + r * width
+    return torch.searchsorted(positives, padded, side=side)[r, slot] + r * width
 
 
-def _tied_positives_before(positives, columns, num_real, r, t, x, c, ref_order):
-    """For negatives whose key equals positives ``t, t+1, ...`` of row ``r``: ``(extra,
-    unsettled)``, how many of those equal positives have a lower reference index (they are
-    ranked first), and which negatives have a run of equal positives too long to walk."""
-    own_index = ref_order[c]
+def _close_positives_before(positives, columns, r, lo, hi, x, c, ref_order, exact):
+    """For negatives (row ``r``, value ``x``, sorted column ``c``) close to the positives
+    ``lo..hi-1`` of their row: ``(extra, unsettled)``, how many of those positives rank before
+    the negative (smaller exact value, or equal and a lower reference index), and which
+    negatives have more close positives than are compared."""
     last = positives.shape[1] - 1
-    extra = torch.zeros_like(t)
-    active = torch.ones_like(t, dtype=torch.bool)
-    # Equal positives are in ascending reference index; walk each run of equal keys.
-    for step in range(_MAX_TIE_RUN + 1):
-        if not bool(active.any()):
-            break
-        j = (t + step).clamp(max=last)
-        active &= (t + step < num_real[r]) & (positives[r, j] == x)
-        if step == _MAX_TIE_RUN:
-            break  # still equal after the longest walk: unsettled
-        extra += active & (ref_order[columns[r, j.clamp(max=columns.shape[1] - 1)]] < own_index)
-    return extra, active
+    span = hi - lo
+    unsettled = span > _MAX_TIE_RUN
+    steps = int(span.clamp(max=_MAX_TIE_RUN).max()) if len(span) else 0
+    own_index = ref_order[c]
+    if exact is not None:
+        x = exact(r, c)
+        # The exact values of the close positives, each computed once.
+        wanted = torch.zeros_like(positives, dtype=torch.bool)
+        for step in range(steps):
+            j = (lo + step).clamp(max=last)
+            wanted[r[step < span], j[step < span]] = True
+        pos_rows, pos_slots = wanted.nonzero(as_tuple=True)
+        pos_exact = torch.zeros_like(positives, dtype=torch.float64)
+        slots = pos_slots.clamp(max=columns.shape[1] - 1)
+        pos_exact[pos_rows, pos_slots] = exact(pos_rows, columns[pos_rows, slots])
+    else:
+        pos_exact = positives
+    extra = torch.zeros_like(lo)
+    for step in range(steps):
+        j = (lo + step).clamp(max=last)
+        active = (step < span) & ~unsettled
+        value = pos_exact[r, j]
+        index = ref_order[columns[r, j.clamp(max=columns.shape[1] - 1)]]
+        before = (value < x) | ((value == x) & (index < own_index))
+        extra += active & before
+    return extra, unsettled

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from . import accuracy_calculator as ac
+from . import common_functions as c_f
 from .distributed import all_gather_rows, is_distributed
 from .sharded_knn import sharded_knn
 
@@ -104,16 +105,19 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
     label_counts = ac.get_label_match_counts(all_query_labels, all_reference_labels, cmp)
     _, not_lone = ac.get_lone_query_labels(query_labels, label_counts, own_in_ref, cmp)
     base_k = calculator.determine_k(label_counts[1], len(all_reference_labels), own_in_ref)
-    requests = {name: calculator._engine_request(name, base_k) for name in knn_names}
+    available = len(all_reference_labels) - own
+    requests = {name: calculator._engine_request(name, min(base_k, available)) for name in knn_names}
     unsupported = sorted(name for name, request in requests.items() if request is None)
     if unsupported:
         raise ValueError(f"sharded evaluation does not support the custom k-NN metrics {unsupported}")
     width = max([base_k] + [w for _, w in requests.values()])
-    if width > len(all_reference_labels) - own:
-        raise ValueError(
-            f"k={width} exceeds the number of reference embeddings over all ranks "
-            f"({len(all_reference_labels) - own})"
+    if width > available:
+        # As AccuracyCalculator does: only the neighbours that exist are used.
+        c_f.LOGGER.warning(
+            f"k={width} is more than the {available} reference embeddings over all ranks: "
+            f"the metrics use the {available} that exist"
         )
+        width = available
     _, relevant = ac.get_relevance_mask(
         (len(query_labels), 0), query_labels[:, None], own_in_ref, label_counts
     )

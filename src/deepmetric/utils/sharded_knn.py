@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 from .distributed import is_distributed
-from .knn import _drop_own_entry, _merge, default_distance, exact_knn
+from .errors import SearchInputError
+from .knn import default_distance, drop_own_entry, exact_knn, merge_candidates, search_exact
 
 
 def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, group=None, query_indices=None):
@@ -32,7 +33,7 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     if not is_distributed():
         return exact_knn(query, k, reference, ref_includes_query=ref_includes_query, distance=distance)
     if query.ndim != 2 or reference.ndim != 2:
-        raise ValueError(
+        raise SearchInputError(
             "query and reference shards must be 2-D, got shapes "
             f"{tuple(query.shape)} and {tuple(reference.shape)}"
         )
@@ -41,13 +42,15 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     query_sizes, ref_sizes = sizes[:, 0].tolist(), sizes[:, 1].tolist()
     width = sizes[:, 2].unique()
     if len(width) != 1:
-        raise ValueError(f"every rank's shards must have the same width, got widths {sizes[:, 2].tolist()}")
+        raise SearchInputError(
+            f"every rank's shards must have the same width, got widths {sizes[:, 2].tolist()}"
+        )
     own = 1 if ref_includes_query else 0
     total_refs = sum(ref_sizes)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+        raise SearchInputError(f"k must be a positive int, got {k!r}")
     if k > total_refs - own:
-        raise ValueError(
+        raise SearchInputError(
             f"k={k} exceeds the number of reference embeddings over all ranks ({total_refs - own})"
         )
     kk = k + own
@@ -58,7 +61,7 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
     for owner in range(world):
         if query_sizes[owner] == 0:  # every rank knows the sizes, so all skip this turn together
             if owner == rank:
-                empty = torch.empty(0, kk, dtype=dtype, device=query.device)
+                empty = torch.empty(0, kk, dtype=torch.float64, device=query.device)
                 result = (empty, torch.empty(0, kk, dtype=torch.long, device=query.device))
             continue
         shard = (
@@ -67,7 +70,7 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
             else query.new_empty(query_sizes[owner], int(width), dtype=dtype)
         )
         dist.broadcast(shard, src=_global_rank(owner, group), group=group)
-        values, indices = _local_candidates(shard, reference, kk, distance, largest, dtype)
+        values, indices = _local_candidates(shard, reference, kk, distance, largest)
         indices = torch.where(indices >= 0, indices + ref_offset, indices)
         gathered = _gather_to(owner, rank, world, (values, indices), group)
         if owner == rank:
@@ -77,8 +80,8 @@ def sharded_knn(query, k, reference, ref_includes_query=False, distance=None, gr
         if query_indices is None:
             query_offset = sum(query_sizes[:rank])
             query_indices = torch.arange(query_offset, query_offset + len(values))
-        values, indices = _drop_own_entry(values, indices, torch.as_tensor(query_indices).to(values.device))
-    return values, indices
+        values, indices = drop_own_entry(values, indices, torch.as_tensor(query_indices).to(values.device))
+    return values.to(dtype), indices
 
 
 def _all_sizes(query, reference, group):
@@ -88,16 +91,18 @@ def _all_sizes(query, reference, group):
     return torch.cat(everyone)
 
 
-def _local_candidates(queries, reference, kk, distance, largest, dtype):
+def _local_candidates(queries, reference, kk, distance, largest):
     """This rank's best ``kk`` references of each query, padded with "worst" entries (index -1)
-    when the local shard has fewer rows."""
+    when the local shard has fewer rows. Values are float64 (exact where the search refines
+    them), so that merging the ranks' candidates keeps the exact order."""
     worst = float("-inf") if largest else float("inf")
-    values = torch.full((len(queries), kk), worst, dtype=dtype, device=queries.device)
+    values = torch.full((len(queries), kk), worst, dtype=torch.float64, device=queries.device)
     indices = torch.full((len(queries), kk), -1, dtype=torch.long, device=queries.device)
     available = min(kk, reference.shape[0])
     if len(queries) and available:
-        v, i = exact_knn(queries, available, reference.detach().to(queries.device), distance=distance)
-        values[:, :available], indices[:, :available] = v.to(dtype), i
+        reference = reference.detach().to(queries.device)
+        v, i, _ = search_exact(queries, available, reference, distance=distance, exact_values=True)
+        values[:, :available], indices[:, :available] = v.double(), i
     return values, indices
 
 
@@ -117,7 +122,7 @@ def _merge_in_rank_order(gathered, kk, largest):
     values_list, indices_list = gathered
     values, indices = values_list[0], indices_list[0]
     for v, i in zip(values_list[1:], indices_list[1:]):
-        values, indices = _merge(values, indices, v, i, kk, largest)
+        values, indices = merge_candidates(values, indices, v, i, kk, largest)
     return values, indices
 
 

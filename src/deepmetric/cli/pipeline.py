@@ -72,7 +72,7 @@ def embed(model, dataset, batch_size=512, device="cpu"):
 
 def retrieval_metrics(embeddings, labels, config):
     """The configured metrics, each query searched against the rest of its own set."""
-    from ..utils.accuracy_calculator import AccuracyCalculator
+    from ..evaluation.accuracy_calculator import AccuracyCalculator
 
     evaluation = config["evaluation"]
     try:
@@ -169,7 +169,7 @@ class Run:
 
 def _trainer_class():
     from ..trainers import MetricLossOnly
-    from ..utils.key_checker import KeyChecker
+    from ..training.key_checker import KeyChecker
 
     class CommandTrainer(MetricLossOnly):
         """MetricLossOnly for a model that outputs the embeddings itself: no embedder expected
@@ -289,7 +289,7 @@ def _remove_run_files(output):
 
 def _resume_point(folder, epochs, log):
     """The epoch a resumed run continues after (0: none), said out loud."""
-    from ..utils.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from ..training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
     checkpoints = os.path.join(folder, "checkpoints")
     if not list_checkpoints(checkpoints):

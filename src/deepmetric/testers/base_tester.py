@@ -67,7 +67,7 @@ class BaseTester:
     def initialize_accuracy_calculator(self):
         if self.accuracy_calculator is None:
             # imported here so that testers load even while the calculator's optional parts are absent
-            from ..utils.accuracy_calculator import AccuracyCalculator
+            from ..evaluation.accuracy_calculator import AccuracyCalculator
 
             self.accuracy_calculator = AccuracyCalculator()
 
@@ -80,7 +80,7 @@ class BaseTester:
 
     def maybe_normalize(self, embeddings):
         if self.pca:
-            from ..utils.inference import run_pca
+            from ..evaluation.inference import run_pca
 
             embeddings = run_pca(c_f.torch_standard_scaler(embeddings), self.pca)
         if self.normalize_embeddings:

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import tqdm
 
-from ..utils import checkpoint as ckpt
+from ..training import checkpoint as ckpt
+from ..training.key_checker import KeyChecker, KeyCheckerDict
+from ..training.loss_tracker import LossTracker
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
-from ..utils.key_checker import KeyChecker, KeyCheckerDict
-from ..utils.loss_tracker import LossTracker
 from . import distributed_training as ddp
 
 CHECKPOINT_FORMAT = 1

@@ -19,7 +19,7 @@ import sqlite3
 
 import torch
 
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
 from .record_keeper import RecordKeeper, RecordWriter
 
 

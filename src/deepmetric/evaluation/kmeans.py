@@ -6,9 +6,9 @@ import time
 
 import torch
 
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
+from ..utils.errors import ArgumentError, SearchInputError
 from ._faiss_random import FaissRandomGenerator, rand_perm_prefix
-from .errors import ArgumentError, SearchInputError
 
 # Scratch bytes for one block of point-to-centroid distances.
 _BLOCK_BUDGET_BYTES = 128 * 2**20

@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import torch
 
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
 
 ITERATION = "~iteration~"
 MAX_GROUP_NAME = 128

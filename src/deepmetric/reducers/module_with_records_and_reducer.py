@@ -4,7 +4,7 @@ import copy
 
 from ..distances import LpDistance
 from ..reducers import DoNothingReducer, MeanReducer, MultipleReducers
-from .module_with_records import ModuleWithRecords
+from ..utils.module_with_records import ModuleWithRecords
 
 
 class ModuleWithRecordsAndReducer(ModuleWithRecords):

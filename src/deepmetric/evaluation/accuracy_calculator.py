@@ -40,8 +40,8 @@ import re
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-from . import common_functions as c_f
-from .errors import ArgumentError, MissingInputError, SearchInputError
+from ..utils import common_functions as c_f
+from ..utils.errors import ArgumentError, MissingInputError, SearchInputError
 from .inference import FaissKMeans
 from .kmeans import TorchKMeans
 from .knn import ExactKNN

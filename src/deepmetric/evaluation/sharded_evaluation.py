@@ -20,9 +20,9 @@ that need k-NN) are not supported here; they raise a ``ValueError``.
 import torch
 import torch.distributed as dist
 
+from ..distributed import all_gather_rows, is_distributed
+from ..utils import common_functions as c_f
 from . import accuracy_calculator as ac
-from . import common_functions as c_f
-from .distributed import all_gather_rows, is_distributed
 from .sharded_knn import sharded_knn
 
 _BLOCK_ENTRIES = 2**22  # query rows x neighbours per block of the k-NN search

@@ -16,13 +16,13 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from ..losses import BaseMetricLossFunction
-from ..miners import BaseMiner
-from . import common_functions as c_f
-from . import loss_and_miner_utils as lmu
+from .losses import BaseMetricLossFunction
+from .miners import BaseMiner
+from .utils import common_functions as c_f
+from .utils import loss_and_miner_utils as lmu
 
 try:  # CrossBatchMemory lives in its own loss module, which may be absent.
-    from ..losses.cross_batch_memory import CrossBatchMemory
+    from .losses.cross_batch_memory import CrossBatchMemory
 except ImportError:  # pragma: no cover - depends on the installed loss set
     CrossBatchMemory = None
 

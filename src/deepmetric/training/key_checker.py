@@ -3,8 +3,8 @@ needs, warning about missing important keys and rejecting unknown ones."""
 
 import re
 
-from . import common_functions as c_f
-from .errors import ArgumentError
+from ..utils import common_functions as c_f
+from ..utils.errors import ArgumentError
 
 
 def default_important(checker, children):

@@ -22,7 +22,7 @@ import re
 import numpy as np
 import torch
 
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
 
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 _TEMP_PREFIX = ".checkpoint_tmp_"

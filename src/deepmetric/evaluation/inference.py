@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from ..distances import BatchedDistance, CosineSimilarity
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
+from ..utils.errors import IndexFileError, MissingInputError, OutOfRangeError, SearchInputError
 from ._index_files import file_kind, load_torch_index
-from .errors import IndexFileError, MissingInputError, OutOfRangeError, SearchInputError
 from .knn import ExactKNN, exact_knn
 
 

@@ -20,10 +20,10 @@ import torch
 
 from ..distances.base_distance import BaseDistance
 from ..distances.lp_distance import LpDistance
-from . import common_functions as c_f
+from ..utils import common_functions as c_f
+from ..utils.errors import SearchInputError
 from ._index_files import load_index_file, save_exact_index
 from ._knn_scores import Scorer
-from .errors import SearchInputError
 
 # Bytes of scratch memory one search may use for scores; decides the block size when not given.
 # Overridable per object (``memory_budget_bytes``) or globally with DEEPMETRIC_KNN_MEMORY_MB.

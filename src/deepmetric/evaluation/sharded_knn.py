@@ -15,8 +15,8 @@ query of that shard, never the whole reference set.
 import torch
 import torch.distributed as dist
 
-from .distributed import is_distributed
-from .errors import SearchInputError
+from ..distributed import is_distributed
+from ..utils.errors import SearchInputError
 from .knn import default_distance, drop_own_entry, exact_knn, merge_candidates, search_exact
 
 

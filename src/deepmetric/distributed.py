@@ -16,47 +16,16 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from .losses import BaseMetricLossFunction
+from .losses import BaseMetricLossFunction, CrossBatchMemory
 from .miners import BaseMiner
+from .ops.gather import all_gather_rows, is_distributed, world_size
 from .utils import common_functions as c_f
 from .utils import loss_and_miner_utils as lmu
-
-try:  # CrossBatchMemory lives in its own loss module, which may be absent.
-    from .losses.cross_batch_memory import CrossBatchMemory
-except ImportError:  # pragma: no cover - depends on the installed loss set
-    CrossBatchMemory = None
-
-
-def is_distributed():
-    return dist.is_available() and dist.is_initialized()
-
-
-def _world_size():
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def all_gather_rows(x, group=None):
-    """Every process's ``x`` in rank order, as a list; their first dimensions may differ (rows are
-    padded for the collective and trimmed after). The collective has no autograd: the gathered
-    copies carry no gradient."""
-    world_size = dist.get_world_size(group)
-    x = x.contiguous()
-    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size)]
-    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group=group)
-    sizes = [int(s) for s in sizes]
-    largest = max(sizes)
-    padded = x
-    if x.shape[0] < largest:
-        padding = x.new_zeros((largest - x.shape[0], *x.shape[1:]))
-        padded = torch.cat([x, padding], dim=0)
-    parts = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(parts, padded.detach(), group=group)
-    return [part[:size] for part, size in zip(parts, sizes)]
 
 
 def all_gather(x):
     """The other processes' ``x`` concatenated in rank order (this rank's removed); None alone."""
-    if _world_size() <= 1:
+    if world_size() <= 1:
         return None
     rank = dist.get_rank()
     return torch.cat([part for r, part in enumerate(all_gather_rows(x)) if r != rank], dim=0)
@@ -113,10 +82,6 @@ def select_ref_or_regular(regular, ref):
     return regular if ref is None else ref
 
 
-def _is_cross_batch_memory(loss):
-    return CrossBatchMemory is not None and isinstance(loss, CrossBatchMemory)
-
-
 class DistributedLossWrapper(torch.nn.Module):
     """Computes ``loss`` over the global batch of all processes (times the world size).
 
@@ -130,12 +95,12 @@ class DistributedLossWrapper(torch.nn.Module):
 
     def __init__(self, loss, efficient=False):
         super().__init__()
-        if not isinstance(loss, BaseMetricLossFunction) and not _is_cross_batch_memory(loss):
+        if not isinstance(loss, BaseMetricLossFunction) and not isinstance(loss, CrossBatchMemory):
             raise TypeError(
                 "DistributedLossWrapper needs a metric loss (BaseMetricLossFunction) or "
                 f"CrossBatchMemory, got {type(loss).__name__}"
             )
-        if efficient and _is_cross_batch_memory(loss):
+        if efficient and isinstance(loss, CrossBatchMemory):
             raise ValueError("efficient=True is not supported with CrossBatchMemory")
         self.loss = loss
         self.efficient = efficient
@@ -158,33 +123,33 @@ class DistributedLossWrapper(torch.nn.Module):
             return self._plain_call(
                 embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
             )
-        world_size = dist.get_world_size()
-        if world_size <= 1:
+        processes = dist.get_world_size()
+        if processes <= 1:
             return self._plain_call(
                 embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
             )
-        if _is_cross_batch_memory(self.loss):
+        if isinstance(self.loss, CrossBatchMemory):
             return (
                 self._forward_cross_batch(
                     embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
                 )
-                * world_size
+                * processes
             )
         all_emb, all_labels, all_ref_emb, all_ref_labels, labels = gather_emb_and_ref(
             embeddings, labels, ref_emb, ref_labels
         )
         if not self.efficient:
             loss = self.loss(all_emb, all_labels, indices_tuple, all_ref_emb, all_ref_labels)
-            return loss * world_size
+            return loss * processes
         if all_labels is not None:
             all_labels = select_ref_or_regular(all_labels, all_ref_labels)
         all_emb = select_ref_or_regular(all_emb, all_ref_emb)
         if indices_tuple is None:
             indices_tuple = get_indices_tuple(labels, all_labels)
-        return self.loss(embeddings, labels, indices_tuple, all_emb, all_labels) * world_size
+        return self.loss(embeddings, labels, indices_tuple, all_emb, all_labels) * processes
 
     def _plain_call(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask):
-        if _is_cross_batch_memory(self.loss):
+        if isinstance(self.loss, CrossBatchMemory):
             # By keyword: CrossBatchMemory's fourth argument is enqueue_mask, not ref_emb.
             return self.loss(embeddings, labels, indices_tuple, enqueue_mask=enqueue_mask)
         return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
@@ -220,7 +185,7 @@ class DistributedMinerWrapper(torch.nn.Module):
         self.efficient = efficient
 
     def forward(self, emb, labels, ref_emb=None, ref_labels=None):
-        if _world_size() <= 1:
+        if world_size() <= 1:
             return self.miner(emb, labels, ref_emb, ref_labels)
         all_emb, all_labels, all_ref_emb, all_ref_labels, labels = gather_emb_and_ref(
             emb, labels, ref_emb, ref_labels

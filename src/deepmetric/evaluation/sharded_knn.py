@@ -2,7 +2,7 @@
 
 Under ``torch.distributed`` each rank passes its own rows of the query set and of the reference
 set. The global sets are the rank-ordered concatenations of the shards, and the answer is the
-same as :func:`deepmetric.utils.knn.exact_knn` on the global sets: for each local query, the k
+same as :func:`deepmetric.evaluation.knn.exact_knn` on the global sets: for each local query, the k
 closest references among all ranks, as global reference indices, with ties broken towards the
 lower global index.
 
@@ -15,7 +15,7 @@ query of that shard, never the whole reference set.
 import torch
 import torch.distributed as dist
 
-from ..distributed import is_distributed
+from ..ops.gather import is_distributed
 from ..utils.errors import SearchInputError
 from .knn import default_distance, drop_own_entry, exact_knn, merge_candidates, search_exact
 

@@ -6,9 +6,9 @@ import math
 import numbers
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..ops import gather
 from ..ops.dtypes import accumulation_dtype
 from ..utils.errors import require
 from ..utils.module_with_records import ModuleWithRecords
@@ -96,7 +96,7 @@ class CLIPLoss(ModuleWithRecords):
     def forward(self, image_embeddings, text_embeddings):
         self._check_inputs(image_embeddings, text_embeddings)
         self.reset_stats()
-        world_size = _world_size() if self.gather_distributed else 1
+        world_size = gather.world_size() if self.gather_distributed else 1
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
         device_type = image_embeddings.device.type
         with torch.autocast(device_type=device_type, enabled=False):
@@ -160,27 +160,9 @@ def _symmetric_cross_entropy(logits):
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
-def _world_size():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
 def _gather_keeping_local_graph(image_embeddings, text_embeddings):
     """Every process's rows in rank order; only this process's rows carry gradients."""
-    world_size, rank = dist.get_world_size(), dist.get_rank()
     local = torch.cat([image_embeddings, text_embeddings], dim=1)  # one collective for both
-    size = torch.tensor([local.shape[0]], dtype=torch.long, device=local.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    padded = local.detach()
-    if padded.shape[0] < max(sizes):
-        padded = torch.cat([padded, padded.new_zeros(max(sizes) - padded.shape[0], padded.shape[1])])
-    parts = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(parts, padded.contiguous())
-    parts = [part[:n] for part, n in zip(parts, sizes)]
-    parts[rank] = local
-    gathered = torch.cat(parts, dim=0)
+    gathered = gather.gather_rows_keeping_local_graph(local)
     width = image_embeddings.shape[1]
     return gathered[:, :width], gathered[:, width:]

@@ -15,14 +15,13 @@ folder behind.
 """
 
 import os
-import random
 import shutil
 import time
 
 import numpy as np
 import torch
 
-from ..utils import common_functions as c_f
+from ..training.seeding import seed_everything
 from . import components, report
 from .config import ConfigError, component, dump_config, load_config, one_line
 from .data import build_data, read_queries
@@ -48,13 +47,6 @@ RUN_FILES = (
     "zero_shot",
     "held_out",
 )
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    c_f.NUMPY_RANDOM = np.random.RandomState(seed % 2**32)
 
 
 def embed(model, dataset, batch_size=512, device="cpu"):
@@ -94,7 +86,7 @@ class Run:
         self.config = config
         self.device = device
         self.data = build_data(config)
-        seed_everything(config["seed"])
+        seed_everything(config["seed"], library_generator=True)
         self.model = components.build_model(config, self.data.input_shape, load_weights=for_training)
         self.model = self.model.to(device)
         self.embedding_size = components.embedding_size(self.model, self.data.train[0][0], device)

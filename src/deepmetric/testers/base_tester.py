@@ -5,6 +5,7 @@ from collections import defaultdict
 import torch
 import tqdm
 
+from ..training.dataloaders import get_eval_dataloader
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError, UnknownNameError
 
@@ -118,7 +119,7 @@ class BaseTester:
         if eval:
             trunk_model.eval()
             embedder_model.eval()
-        dataloader = c_f.get_eval_dataloader(
+        dataloader = get_eval_dataloader(
             dataset, self.batch_size, self.dataloader_num_workers, collate_fn
         )
         embeddings, labels = self.compute_all_embeddings(dataloader, trunk_model, embedder_model)

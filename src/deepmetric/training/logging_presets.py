@@ -10,7 +10,7 @@ Typical wiring::
     trainer = trainers.MetricLossOnly(..., end_of_iteration_hook=hooks.end_of_iteration_hook,
                                       end_of_epoch_hook=end_of_epoch_hook)
 
-Records go through :mod:`deepmetric.utils.record_keeper` (CSV per group, SQLite, TensorBoard when
+Records go through :mod:`deepmetric.training.record_keeper` (CSV per group, SQLite, TensorBoard when
 installed); the ``record-keeper`` package is not needed.
 """
 
@@ -20,6 +20,7 @@ import sqlite3
 import torch
 
 from ..utils import common_functions as c_f
+from . import saved_models
 from .record_keeper import RecordKeeper, RecordWriter
 
 
@@ -102,19 +103,21 @@ class HookContainer:
         """Load the newest (or best) saved objects into the trainer; returns the epoch to resume at."""
         if device is None:
             device = c_f.use_cuda_if_available()
-        resume_epoch, suffix = c_f.latest_version(model_folder, "trunk_*.pth", best=best)
+        resume_epoch, suffix = saved_models.latest_version(model_folder, "trunk_*.pth", best=best)
         if resume_epoch > 0:
             for obj_dict in [getattr(trainer, x, {}) for x in self.saveable_trainer_objects]:
-                c_f.load_dict_of_models(obj_dict, suffix, model_folder, device, log_if_successful=True)
+                saved_models.load_dict_of_models(
+                    obj_dict, suffix, model_folder, device, log_if_successful=True
+                )
         return resume_epoch + 1
 
     def save_models(self, trainer, model_folder, curr_suffix, prev_suffix=None):
         if not self.do_save_models:
             return
         for obj_dict in [getattr(trainer, x, {}) for x in self.saveable_trainer_objects]:
-            c_f.save_dict_of_models(obj_dict, curr_suffix, model_folder)
+            saved_models.save_dict_of_models(obj_dict, curr_suffix, model_folder)
             if prev_suffix is not None:
-                c_f.delete_dict_of_models(obj_dict, prev_suffix, model_folder)
+                saved_models.delete_dict_of_models(obj_dict, prev_suffix, model_folder)
 
     def save_models_and_eval(
         self,

@@ -41,6 +41,14 @@ def _database(path, rows_as_dicts=False):
         conn.close()
 
 
+def sqlite_obj_to_dict(sqlite_obj):
+    """``{column: [value of each row]}`` of ``sqlite3.Row`` rows (``{}`` for none)."""
+    if len(sqlite_obj) == 0:
+        return {}
+    # .keys() is needed: iterating a sqlite3.Row yields its values, not its column names.
+    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}  # noqa: SIM118
+
+
 def _quote(identifier):
     return '"' + str(identifier).replace('"', '""') + '"'
 
@@ -250,7 +258,7 @@ class RecordKeeper:
     def query(self, query, values=(), return_dict=False):
         with _database(self.record_writer.db_path, rows_as_dicts=True) as conn:
             rows = conn.execute(query, tuple(values)).fetchall()
-        return c_f.sqlite_obj_to_dict(rows) if return_dict else rows
+        return sqlite_obj_to_dict(rows) if return_dict else rows
 
 
 def _unwrap(obj):

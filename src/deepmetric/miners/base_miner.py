@@ -2,7 +2,7 @@
 
 import torch
 
-from ..reducers.module_with_records_and_reducer import ModuleWithRecordsAndDistance
+from ..distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from ..utils import common_functions as c_f
 from ..utils.errors import MissingInputError, require
 from ..utils.validation import check_loss_inputs

@@ -1,10 +1,12 @@
-"""Record-keeping modules that also own a reducer and/or a distance (bases of losses and miners)."""
+"""Bases of the modules that own a reducer: losses and regularizers (which own a distance too)."""
 
 import copy
 
-from ..distances import LpDistance
-from ..reducers import DoNothingReducer, MeanReducer, MultipleReducers
+from ..distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from ..utils.module_with_records import ModuleWithRecords
+from .do_nothing_reducer import DoNothingReducer
+from .mean_reducer import MeanReducer
+from .multiple_reducers import MultipleReducers
 
 
 class ModuleWithRecordsAndReducer(ModuleWithRecords):
@@ -34,17 +36,6 @@ class ModuleWithRecordsAndReducer(ModuleWithRecords):
 
     def sub_loss_names(self):
         return ["loss"]
-
-
-class ModuleWithRecordsAndDistance(ModuleWithRecords):
-    """Owns ``self.distance`` (``get_default_distance()`` when none is given)."""
-
-    def __init__(self, distance=None, **kwargs):
-        super().__init__(**kwargs)
-        self.distance = self.get_default_distance() if distance is None else distance
-
-    def get_default_distance(self):
-        return LpDistance(p=2)
 
 
 class ModuleWithRecordsReducerAndDistance(

@@ -1,39 +1,37 @@
 """Retrieval and clustering accuracy of an embedding space: the ``AccuracyCalculator``.
 
 Every query is ranked against a reference set by a k-nearest-neighbour search; a neighbour is
-*relevant* when ``label_comparison_fn(query_label, neighbour_label)`` holds. With ``rel_i`` the
-relevance of the i-th neighbour, ``R`` the number of relevant reference items of the query
-(its label's match count, minus one for the query itself when ``ref_includes_query``),
-``K`` the number of neighbours retrieved and ``P@i = (rel_1 + ... + rel_i) / i``:
+*relevant* when ``label_comparison_fn(query_label, neighbour_label)`` holds (see
+:mod:`.relevance`). The k-NN metrics, with ``R`` the number of relevant reference items of a
+query, ``K`` the number of neighbours retrieved and ``P@i`` the precision of the first ``i``
+(formulas in :mod:`.retrieval_metrics`):
 
-* ``precision_at_1 = rel_1``
-* ``r_precision = (sum_{i <= min(R, K)} rel_i) / min(R, K)``
-* ``mean_average_precision_at_r = (1 / R) sum_{i <= min(R, K)} rel_i P@i``
-  (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020)
-* ``mean_average_precision = (1 / R) sum_{i <= K} rel_i P@i``
-* ``mean_reciprocal_rank = 1 / (first i with rel_i)``, 0 when no neighbour is relevant
+* ``precision_at_1``, ``r_precision`` (precision of the first ``min(R, K)``),
+  ``mean_average_precision_at_r`` (Musgrave et al., "A Metric Learning Reality Check", ECCV
+  2020), ``mean_average_precision`` (over the ``K`` retrieved) and ``mean_reciprocal_rank``;
 * ``NMI`` / ``AMI``: normalized / adjusted mutual information between the query labels and a
   k-means clustering of the queries into as many clusters as there are query labels.
 
 Metrics the reference library lacks, one set per ``k`` in ``k_values`` (or named in ``include``):
-
-* ``precision_at_<k> = (sum_{i <= k} rel_i) / k``
-* ``recall_at_<k> = 1`` if any of the first ``k`` neighbours is relevant else 0 (the CMC curve
-  at rank ``k``)
-* ``mean_average_precision_at_<k> = (1 / min(R, k)) sum_{i <= k} rel_i P@i``
+``precision_at_<k>``, ``recall_at_<k>`` (the CMC curve at rank ``k``) and
+``mean_average_precision_at_<k>`` (divided by ``min(R, k)``, so 1 for a perfect ranking).
 
 Queries whose label has no match in the reference set ("lone" queries) cannot retrieve anything
 relevant and are left out of every k-NN metric. Per-query values are averaged over queries,
 or per class then over classes (``avg_of_avgs``), or returned per class (``return_per_class``).
 
-The k-NN metrics are computed from blocks of queries, so even ``k=None`` (rank the whole
-reference set) never holds more than ``knn_block_entries`` neighbour labels at once. When most
-of every ranking is wanted (``k=None`` or ``4 k >=`` the reference size) with the built-in
-``ExactKNN`` and equality of labels, no row is sorted: the metrics need only the ranks of each
-query's positives, which :mod:`.positive_ranks` counts directly (same ranks as the search,
-ties included; rows it cannot settle go through the search).
+The built-in k-NN metrics (the ``calculate_*`` methods marked with
+:func:`~.retrieval_metrics.computed_per_query`) are computed query by query from the ranks of
+each query's relevant items, a block of queries at a time, so even ``k=None`` (rank the whole
+reference set) never holds more than ``knn_block_entries`` neighbour labels at once. When most of
+every ranking is wanted (``k=None`` or ``4 k >=`` the reference size), equality of labels is the
+comparison and the ``knn_func`` provides ``positive_ranks`` (``ExactKNN`` does), no row is
+sorted: the ranks are counted directly (:mod:`.positive_ranks`; same ranks as the search, ties
+included; rows it cannot settle go through the search). A subclass's own ``calculate_*`` methods,
+and built-in ones it overrides, receive the full ``knn_labels`` as in the reference.
 """
 
+import dataclasses
 import functools
 import re
 
@@ -41,365 +39,36 @@ import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from ..utils import common_functions as c_f
-from ..utils.errors import ArgumentError, MissingInputError, SearchInputError
+from ..utils.errors import MissingInputError, SearchInputError
 from .inference import FaissKMeans
 from .kmeans import TorchKMeans
-from .knn import ExactKNN
-from .positive_ranks import positive_ranks, supports_distance
-
-EQUALITY = torch.eq
+from .knn import ExactKNN, drop_own_entry
+from .relevance import (
+    EQUALITY,
+    get_label_match_counts,
+    get_lone_query_labels,
+    get_relevance_mask,
+    relevance,
+    try_getting_not_lone_labels,
+)
+from .retrieval_metrics import (
+    computed_per_query,
+    maybe_get_avg_of_avgs,
+    mean_average_precision,
+    mean_average_precision_at_k,
+    mean_reciprocal_rank,
+    nan_accuracy,
+    per_query_values,
+    precision_at_k,
+    r_precision,
+    ranks_of_relevant,
+    recall_at_k,
+)
 
 _AT_K_PATTERN = re.compile(r"^(precision|recall|mean_average_precision)_at_([1-9][0-9]*)$")
 _AT_K_KINDS = ("precision", "recall", "mean_average_precision")
-# k-NN metrics the block engine computes itself (unless a subclass overrides them).
-_ENGINE_METRICS = (
-    "mean_average_precision",
-    "mean_average_precision_at_r",
-    "mean_reciprocal_rank",
-    "precision_at_1",
-    "r_precision",
-)
 # Largest float32 range in which every integer is exact: labels beyond it are kept in float64.
 _FLOAT32_EXACT_INT = 2**24
-
-
-# ---------------------------------------------------------------------------------- label helpers
-def get_unique_labels(labels):
-    """Sorted unique labels (rows, for multi-column labels)."""
-    return torch.unique(labels, dim=0)
-
-
-def _match_index(labels, table):
-    """Position of each row of ``labels`` in ``table`` (rows compared exactly), -1 when absent."""
-    n, u = labels.shape[0], table.shape[0]
-    if u == 0:
-        return torch.full((n,), -1, dtype=torch.long, device=labels.device)
-    table = table.to(labels.device, labels.dtype)
-    merged = torch.cat([table.reshape(u, -1), labels.reshape(n, -1)])
-    _, inverse = torch.unique(merged, dim=0, return_inverse=True)
-    lookup = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=labels.device)
-    # Duplicated table rows: any position is fine, callers pass unique tables.
-    lookup[inverse[:u]] = torch.arange(u, device=labels.device)
-    return lookup[inverse[u:]]
-
-
-def _relevance(gt_labels, knn_labels, label_comparison_fn):
-    """(N, K) bool: does neighbour j of query i match its label? ``gt_labels`` is (N, 1, ...)."""
-    rel = label_comparison_fn(gt_labels, knn_labels)
-    if rel.dim() > 2:
-        # An elementwise comparison of multi-column labels: a match needs every column to agree.
-        rel = c_f.torch_all_from_dim_to_end(rel, 2)
-    return rel.bool()
-
-
-def maybe_get_avg_of_avgs(accuracy_per_sample, sample_labels, avg_of_avgs, return_per_class):
-    """Mean of the per-sample values, or the mean of per-class means, or the per-class means
-    (classes in ascending label order)."""
-    if avg_of_avgs or return_per_class:
-        _, inverse = torch.unique(sample_labels, dim=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        num_classes = int(inverse.max()) + 1
-        values = accuracy_per_sample.to(torch.float64)
-        sums = torch.zeros(num_classes, dtype=torch.float64, device=values.device)
-        sums.index_add_(0, inverse, values)
-        counts = torch.bincount(inverse, minlength=num_classes).to(torch.float64)
-        per_class = sums / counts
-        if return_per_class:
-            return per_class.cpu().tolist()
-        return torch.mean(per_class).item()
-    return torch.mean(accuracy_per_sample.to(torch.float64)).item()
-
-
-def _label_count_tensors(label_counts, device):
-    """``(unique_labels, counts)`` as tensors on ``device``; like the reference, ``label_counts``
-    may hold lists, tuples or arrays as well as tensors."""
-    try:
-        unique_labels, counts = label_counts
-    except (TypeError, ValueError):
-        raise ArgumentError(
-            "label_counts must be a pair (unique_labels, match_counts), "
-            f"got {type(label_counts).__name__}"
-        ) from None
-    unique_labels, counts = _as_tensor(unique_labels, device), _as_tensor(counts, device)
-    if unique_labels.shape[:1] != counts.shape:
-        raise ArgumentError(
-            "label_counts must pair each unique label with one count, got "
-            f"{tuple(unique_labels.shape)} labels and {tuple(counts.shape)} counts"
-        )
-    return unique_labels, counts.to(torch.long)
-
-
-def _as_tensor(x, device):
-    x = c_f.numpy_to_torch(x)
-    if isinstance(x, (list, tuple)) and x and all(torch.is_tensor(v) for v in x):
-        return torch.stack(list(x)).to(device)
-    return torch.as_tensor(x, device=device)
-
-
-def get_relevance_mask(shape, gt_labels, ref_includes_query, label_counts):
-    """``(mask, R)``: row i of the (N, K) mask is True in its first ``R_i`` columns, where ``R_i``
-    is the number of relevant reference items of query i (0 for labels absent from label_counts)."""
-    unique_labels, counts = _label_count_tensors(label_counts, gt_labels.device)
-    n = gt_labels.shape[0]
-    position = _match_index(gt_labels.reshape(n, *unique_labels.shape[1:]), unique_labels)
-    relevant = counts[position.clamp(min=0)] - int(bool(ref_includes_query))
-    relevant = torch.where(position >= 0, relevant, torch.zeros_like(relevant))
-    columns = torch.arange(shape[1], device=gt_labels.device)
-    return columns < relevant[:, None], relevant
-
-
-# ------------------------------------------------------------------------- per-query kernels
-def _per_query(rel, relevant, requests):
-    """Per-query float64 values of the requested metrics.
-
-    ``rel`` (B, K') bool relevance of the retrieved neighbours in rank order, ``relevant`` (B,)
-    the number of relevant reference items per query. ``requests`` maps an output key to
-    ``(kind, width)``: the metric ``kind`` computed on the first ``width`` columns. A ``width``
-    beyond ``K'`` (fewer neighbours exist than asked for) counts the missing ones as misses:
-    ``precision`` still divides by ``width`` and ``mean_average_precision_at_k`` by
-    ``min(R, width)``.
-    """
-    device = rel.device
-    out = {}
-    cache = {}
-
-    def precision_terms(width):
-        # rel_i * P@i over the first `width` columns; prefixes of one cumsum serve every width.
-        if "terms" not in cache:
-            r = rel.to(torch.float64)
-            ranks = torch.arange(1, rel.shape[1] + 1, device=device, dtype=torch.float64)
-            cache["terms"] = r * torch.cumsum(r, dim=1) / ranks
-        return cache["terms"][:, :width]
-
-    r_count = relevant.to(torch.float64)
-    for key, (kind, width) in requests.items():
-        head = rel[:, :width]
-        columns = head.shape[1]
-        if kind == "precision":
-            out[key] = head.sum(dim=1, dtype=torch.float64) / width
-        elif kind == "recall":
-            out[key] = head.any(dim=1).to(torch.float64)
-        elif kind == "r_precision":
-            within_r = torch.arange(columns, device=device) < relevant[:, None]
-            hits = (head & within_r).sum(dim=1, dtype=torch.float64)
-            out[key] = hits / within_r.sum(dim=1, dtype=torch.float64)
-        elif kind == "mean_average_precision":
-            out[key] = precision_terms(width).sum(dim=1) / r_count
-        elif kind == "mean_average_precision_at_r":
-            within_r = torch.arange(columns, device=device) < relevant[:, None]
-            out[key] = (precision_terms(width) * within_r).sum(dim=1) / r_count
-        elif kind == "mean_average_precision_at_k":
-            denominator = torch.clamp(r_count, max=float(width))
-            out[key] = precision_terms(width).sum(dim=1) / denominator
-        elif kind == "mean_reciprocal_rank":
-            first = torch.argmax(head.to(torch.uint8), dim=1).to(torch.float64) + 1
-            out[key] = torch.where(head.any(dim=1), 1.0 / first, torch.zeros_like(first))
-        else:
-            raise ValueError(f"unknown per-query metric kind {kind!r}")
-    return out
-
-
-def _aggregate_one(kind, width, knn_labels, gt_labels, relevant, avg_of_avgs, return_per_class, cmp):
-    rel = _relevance(gt_labels, knn_labels, cmp)
-    if width is None:
-        width = rel.shape[1]
-    # Fewer than k neighbours still count as k slots (misses), as the reference does.
-    values = _per_query(rel, relevant, {"v": (kind, width)})["v"]
-    return maybe_get_avg_of_avgs(values, gt_labels, avg_of_avgs, return_per_class)
-
-
-# -------------------------------------------------------------- module metric functions (API)
-def r_precision(
-    knn_labels,
-    gt_labels,
-    ref_includes_query,
-    label_counts,
-    avg_of_avgs=False,
-    return_per_class=False,
-    label_comparison_fn=EQUALITY,
-):
-    """R-precision of each query (``gt_labels`` is ``query_labels[:, None]``), aggregated."""
-    _, relevant = get_relevance_mask(knn_labels.shape[:2], gt_labels, ref_includes_query, label_counts)
-    return _aggregate_one(
-        "r_precision",
-        None,
-        knn_labels,
-        gt_labels,
-        relevant,
-        avg_of_avgs,
-        return_per_class,
-        label_comparison_fn,
-    )
-
-
-def mean_average_precision(
-    knn_labels,
-    gt_labels,
-    ref_includes_query,
-    label_counts,
-    avg_of_avgs=False,
-    return_per_class=False,
-    label_comparison_fn=EQUALITY,
-    at_r=False,
-):
-    """MAP over all retrieved neighbours, or MAP@R with ``at_r=True``; both divide by R."""
-    _, relevant = get_relevance_mask(knn_labels.shape[:2], gt_labels, ref_includes_query, label_counts)
-    kind = "mean_average_precision_at_r" if at_r else "mean_average_precision"
-    return _aggregate_one(
-        kind, None, knn_labels, gt_labels, relevant, avg_of_avgs, return_per_class, label_comparison_fn
-    )
-
-
-def mean_reciprocal_rank(
-    knn_labels, gt_labels, avg_of_avgs=False, return_per_class=False, label_comparison_fn=EQUALITY
-):
-    """Mean of ``1 / rank`` of the first relevant neighbour (0 when none is retrieved)."""
-    relevant = torch.zeros(knn_labels.shape[0], dtype=torch.long, device=knn_labels.device)
-    return _aggregate_one(
-        "mean_reciprocal_rank",
-        None,
-        knn_labels,
-        gt_labels,
-        relevant,
-        avg_of_avgs,
-        return_per_class,
-        label_comparison_fn,
-    )
-
-
-def precision_at_k(
-    knn_labels, gt_labels, k, avg_of_avgs=False, return_per_class=False, label_comparison_fn=EQUALITY
-):
-    """Fraction of the first ``k`` neighbours that are relevant."""
-    relevant = torch.zeros(knn_labels.shape[0], dtype=torch.long, device=knn_labels.device)
-    return _aggregate_one(
-        "precision", k, knn_labels, gt_labels, relevant, avg_of_avgs, return_per_class, label_comparison_fn
-    )
-
-
-def recall_at_k(
-    knn_labels, gt_labels, k, avg_of_avgs=False, return_per_class=False, label_comparison_fn=EQUALITY
-):
-    """Fraction of queries with at least one relevant item among their first ``k`` neighbours
-    (the CMC curve at rank ``k``). Not in the reference library."""
-    relevant = torch.zeros(knn_labels.shape[0], dtype=torch.long, device=knn_labels.device)
-    return _aggregate_one(
-        "recall", k, knn_labels, gt_labels, relevant, avg_of_avgs, return_per_class, label_comparison_fn
-    )
-
-
-def mean_average_precision_at_k(
-    knn_labels,
-    gt_labels,
-    k,
-    ref_includes_query,
-    label_counts,
-    avg_of_avgs=False,
-    return_per_class=False,
-    label_comparison_fn=EQUALITY,
-):
-    """``(1 / min(R, k)) sum_{i <= k} rel_i P@i`` (1 for a perfect ranking). Not in the reference."""
-    _, relevant = get_relevance_mask(knn_labels.shape[:2], gt_labels, ref_includes_query, label_counts)
-    return _aggregate_one(
-        "mean_average_precision_at_k",
-        k,
-        knn_labels,
-        gt_labels,
-        relevant,
-        avg_of_avgs,
-        return_per_class,
-        label_comparison_fn,
-    )
-
-
-def get_label_match_counts(query_labels, reference_labels, label_comparison_fn):
-    """``(unique_query_labels, match_counts)``: how many reference items match each query label."""
-    unique_query_labels = get_unique_labels(query_labels)
-    u = unique_query_labels.shape[0]
-    if label_comparison_fn is EQUALITY:
-        position = _match_index(reference_labels, unique_query_labels)
-        counts = torch.bincount(position[position >= 0], minlength=u)
-        return unique_query_labels, counts.to(torch.long)
-    # A custom comparison may not be an equivalence: compare every unique label with every
-    # reference label, a block of unique labels at a time to bound memory.
-    m = max(1, reference_labels.shape[0])
-    step = max(1, 2**22 // m)
-    chunks = []
-    for s in range(0, u, step):
-        block = label_comparison_fn(unique_query_labels[s : s + step, None], reference_labels[None])
-        chunks.append(block.reshape(block.shape[0], -1).sum(dim=1).to(torch.long))
-    counts = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
-    return unique_query_labels, counts.to(query_labels.device)
-
-
-def get_lone_query_labels(query_labels, label_counts, ref_includes_query, label_comparison_fn):
-    """``(lone_labels, not_lone_query_mask)``: a label is lone when no reference item other than
-    the query itself matches it."""
-    unique_labels, match_counts = _label_count_tensors(label_counts, query_labels.device)
-    if ref_includes_query:
-        matches_itself = _relevance(unique_labels[:, None], unique_labels[:, None], label_comparison_fn)[:, 0]
-        lone = match_counts - matches_itself.to(torch.long) <= 0
-    else:
-        lone = match_counts == 0
-    lone_labels = unique_labels[lone]
-    not_lone_query_mask = _match_index(query_labels, lone_labels) < 0
-    return lone_labels, not_lone_query_mask
-
-
-def try_getting_not_lone_labels(knn_labels, query_labels, not_lone_query_mask):
-    """kNN labels and query labels of the non-lone queries, or ``(None, None)`` if there are none."""
-    if not bool(torch.as_tensor(not_lone_query_mask).any()):
-        return None, None
-    return knn_labels[not_lone_query_mask], query_labels[not_lone_query_mask]
-
-
-def nan_accuracy(unique_labels, return_per_class):
-    """The value of a k-NN metric when every query is lone."""
-    if return_per_class:
-        return [float("nan") for _ in range(len(unique_labels))]
-    return float("nan")
-
-
-def _own_entry_removed(distances, indices, own_index):
-    """Drop each row's own reference entry (or its last column when the search missed it)."""
-    is_own = indices == own_index[:, None]
-    width = indices.shape[1]
-    # Column of the first own entry (the last column when absent); shift the later columns left.
-    position = torch.where(is_own.any(dim=1), is_own.to(torch.uint8).argmax(dim=1), width - 1)
-    columns = torch.arange(width - 1, device=indices.device).unsqueeze(0)
-    columns = columns + (columns >= position.unsqueeze(1))
-    return distances.gather(1, columns.to(distances.device)), indices.gather(1, columns)
-
-
-def _from_ranks(ranks, relevant, requests):
-    """Per-query float64 values of the requested metrics (see :func:`_per_query`) from ``ranks``
-    (B, R') float64: 1-based ranks of each query's positives in ascending order, ``inf`` padded."""
-    r_count = relevant.to(torch.float64)
-    positions = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
-    terms = positions / ranks  # P@rank_j at the j-th positive; 0 for padding
-    first = ranks[:, 0]
-    out = {}
-    for key, (kind, width) in requests.items():
-        if kind in ("r_precision", "mean_average_precision_at_r"):
-            cutoff = torch.clamp(r_count, max=float(width))[:, None]
-        else:
-            cutoff = width
-        within = ranks <= cutoff
-        if kind == "precision":
-            out[key] = within.sum(dim=1, dtype=torch.float64) / width
-        elif kind == "recall":
-            out[key] = (first <= width).to(torch.float64)
-        elif kind == "r_precision":
-            out[key] = within.sum(dim=1, dtype=torch.float64) / cutoff[:, 0]
-        elif kind in ("mean_average_precision", "mean_average_precision_at_r"):
-            out[key] = (terms * within).sum(dim=1) / r_count
-        elif kind == "mean_average_precision_at_k":
-            out[key] = (terms * within).sum(dim=1) / torch.clamp(r_count, max=float(width))
-        elif kind == "mean_reciprocal_rank":
-            out[key] = torch.where(first <= width, 1.0 / first, torch.zeros_like(first))
-        else:
-            raise ValueError(f"unknown per-query metric kind {kind!r}")
-    return out
 
 
 def default_kmeans_func(device):
@@ -411,12 +80,28 @@ def default_kmeans_func(device):
         return TorchKMeans(niter=20)
 
 
+@dataclasses.dataclass
+class _Search:
+    """One evaluation's k-NN search: the sets, each query's number of relevant references, the
+    metrics computed per query (``{name: (kind, cut-off)}``), the neighbours per query and
+    whether each query is its own reference entry (1) or not (0)."""
+
+    query: torch.Tensor
+    reference: torch.Tensor
+    query_labels: torch.Tensor
+    reference_labels: torch.Tensor
+    relevant: torch.Tensor
+    requests: dict
+    width: int
+    own: int
+
+
 # ----------------------------------------------------------------------------------- the class
 class AccuracyCalculator:
     """Computes retrieval (k-NN) and clustering accuracy metrics of embeddings.
 
     Same API and metric definitions as pytorch-metric-learning's ``AccuracyCalculator``; see
-    the module docstring for the formulas. Each method ``calculate_<name>`` defines a metric
+    the module docstring for the metrics. Each method ``calculate_<name>`` defines a metric
     ``<name>`` (subclasses add their own; list them in ``requires_knn()`` to receive the k-NN
     keyword arguments, or in ``requires_clustering()`` for ``cluster_labels``).
 
@@ -430,12 +115,17 @@ class AccuracyCalculator:
         label_comparison_fn: ``fn(x, y) -> bool tensor`` deciding relevance (default ``torch.eq``).
         device: where labels and embeddings are compared (default: CUDA if available).
         knn_func: ``fn(query, k, reference, ref_includes_query) -> (distances, indices)``.
-            Default :class:`~deepmetric.utils.knn.ExactKNN` (squared Euclidean, like faiss's
-            ``IndexFlatL2``); no faiss needed.
+            Default :class:`~deepmetric.evaluation.knn.ExactKNN` (squared Euclidean, like
+            faiss's ``IndexFlatL2``); no faiss needed. The calculator also uses, when the object
+            has them, ``search`` (the same call without its log lines; the calculator then logs
+            once per evaluation with ``log_search(k, query)`` and searches block by block) and
+            ``positive_ranks`` (the ranks of each query's positives in the order of ``search``,
+            see :meth:`~deepmetric.evaluation.knn.ExactKNN.positive_ranks`; a subclass of
+            ``ExactKNN`` that changes the order sets ``positive_ranks = None``).
         kmeans_func: ``fn(x, n_clusters) -> cluster ids`` for NMI/AMI. Default: the
             reference's, ``FaissKMeans(niter=20, gpu=<device is CUDA>)``, when faiss is
-            installed, else :class:`~deepmetric.utils.kmeans.TorchKMeans` ``(niter=20)``, the
-            same algorithm and seed in torch.
+            installed, else :class:`~deepmetric.evaluation.kmeans.TorchKMeans` ``(niter=20)``,
+            the same algorithm and seed in torch.
         k_values: extra cut-offs; each ``k`` adds ``precision_at_<k>``, ``recall_at_<k>`` and
             ``mean_average_precision_at_<k>`` (naming such a metric in ``include`` adds it too).
         knn_block_entries: at most this many neighbour labels (queries x neighbours) are held at
@@ -488,8 +178,6 @@ class AccuracyCalculator:
         ):
             raise ValueError(f"knn_block_entries must be a positive int, got {knn_block_entries!r}")
         self.knn_block_entries = knn_block_entries
-        # The sort-free engine for long rankings; tests switch it off to compare with the search.
-        self._use_positive_ranks = True
 
         if label_comparison_fn:
             self.label_comparison_fn = label_comparison_fn
@@ -521,13 +209,21 @@ class AccuracyCalculator:
                 continue  # a built-in (precision_at_1) or a subclass's own calculate_ method
             kind, value = _AT_K_PATTERN.match(name).groups()
             self._at_k_metrics[name] = (kind, int(value))
-            self.original_function_dict[name] = functools.partial(self._calculate_at_k, kind, int(value))
+            metric = functools.partial(self._calculate_at_k, kind, int(value))
+            formula = "mean_average_precision_at_k" if kind == "mean_average_precision" else kind
+            self.original_function_dict[name] = computed_per_query(formula, int(value))(metric)
 
     def get_function_dict(self, include=(), exclude=()):
         if len(include) == 0:
             include = list(self.original_function_dict.keys())
         included = [k for k in include if k not in exclude]
         return {k: v for k, v in self.original_function_dict.items() if k in included}
+
+    def select_metrics(self, include=(), exclude=()):
+        """Make ``include`` minus ``exclude`` (empty ``include``: every metric) the metrics of the
+        current evaluation (``get_curr_metrics()``) and return their names."""
+        self.curr_function_dict = self.get_function_dict(include, exclude)
+        return self.get_curr_metrics()
 
     def get_curr_metrics(self):
         return list(self.curr_function_dict.keys())
@@ -542,6 +238,11 @@ class AccuracyCalculator:
             "mean_average_precision_at_r",
             "r_precision",
         ] + list(self._at_k_metrics)
+
+    def knn_metrics(self):
+        """Names of the metrics that need the k-NN search: ``requires_knn()`` and
+        ``mean_reciprocal_rank`` (which the reference forgets in ``requires_knn()``)."""
+        return set(self.requires_knn()) | {"mean_reciprocal_rank"}
 
     def check_primary_metrics(self, include=(), exclude=()):
         allowed = list(self.original_function_dict.keys())
@@ -558,22 +259,55 @@ class AccuracyCalculator:
     def description(self):
         return "avg_of_avgs" if self.avg_of_avgs else ""
 
-    def _knn_metrics(self):
-        # MRR needs neighbours too; the reference forgets it in requires_knn() (then crashes).
-        return set(self.requires_knn()) | {"mean_reciprocal_rank"}
+    # ------------------------------------------------------------------ per-query metrics
+    def _formula(self, name, k):
+        """``(kind, cut-off)`` of a metric marked :func:`computed_per_query`, else None."""
+        method = self.original_function_dict.get(name)
+        mark = getattr(method, "per_query", None)
+        if mark is None:
+            return None
+        kind, cutoff = mark
+        return kind, (k if cutoff is None else cutoff)
 
-    def _engine_request(self, name, base_k):
-        """``(kind, width)`` when the block engine may compute ``name``, else None."""
-        if name in self._at_k_metrics:
-            kind, value = self._at_k_metrics[name]
-            return ("mean_average_precision_at_k" if kind == "mean_average_precision" else kind), value
-        if name in _ENGINE_METRICS:
-            method = self.function_keyword + name
-            if getattr(type(self), method) is getattr(AccuracyCalculator, method):
-                return ("precision" if name == "precision_at_1" else name), (
-                    1 if name == "precision_at_1" else base_k
-                )
-        return None
+    def computes_per_query(self, name):
+        """Whether :meth:`per_query_accuracy` computes the metric ``name``: its ``calculate_``
+        method is marked :func:`computed_per_query` (the built-in k-NN metrics, unless a subclass
+        overrides them without the mark, and the ``*_at_<k>`` metrics)."""
+        return self._formula(name, None) is not None
+
+    def cutoff(self, name, k):
+        """How many neighbours the metric ``name`` looks at when the calculator's k is ``k``."""
+        return self._formula(name, k)[1]
+
+    def per_query_accuracy(
+        self, names, k, query_labels, label_counts, ref_includes_query, knn_labels=None, ranks=None
+    ):
+        """``{name: (B,) float64}``: the value of each metric ``name`` for each query, computed
+        from its retrieved neighbours or from the ranks of its relevant references.
+
+        Args:
+            names: metrics for which :meth:`computes_per_query` holds.
+            k: the calculator's k (``determine_k``, at most the references available).
+            query_labels: ``(B,)`` labels of the queries (non-lone ones).
+            label_counts: ``(unique_query_labels, match_counts)`` of the whole query set
+                (``get_label_match_counts``), from which each query's ``R`` is taken.
+            ref_includes_query: whether each query is itself a reference item.
+            knn_labels: ``(B, K)`` labels of the retrieved neighbours, nearest first; or
+            ranks: ``(B, R')`` float64 1-based ranks of each query's relevant references among
+                all references (other than itself), ascending, ``inf`` padded.
+        """
+        unknown = [name for name in names if not self.computes_per_query(name)]
+        if unknown:
+            raise ValueError(f"{unknown} are not computed per query by {type(self).__name__}")
+        if (knn_labels is None) == (ranks is None):
+            raise ValueError("per_query_accuracy needs exactly one of knn_labels and ranks")
+        requests = {name: self._formula(name, k) for name in names}
+        gt = query_labels[:, None]
+        _, relevant = get_relevance_mask((len(gt), 0), gt, ref_includes_query, label_counts)
+        if ranks is not None:
+            return per_query_values(ranks, relevant, requests)
+        rel = relevance(gt, knn_labels, self.label_comparison_fn)
+        return per_query_values(ranks_of_relevant(rel), relevant, requests, retrieved=rel.shape[1])
 
     # ------------------------------------------------------------------ built-in metrics
     def get_cluster_labels(self, query, query_labels, **kwargs):
@@ -586,76 +320,50 @@ class AccuracyCalculator:
     def calculate_AMI(self, query_labels, cluster_labels, **kwargs):
         return adjusted_mutual_info_score(c_f.to_numpy(query_labels), c_f.to_numpy(cluster_labels))
 
-    def _not_lone_or_nan(self, knn_labels, query_labels, not_lone_query_mask, label_counts):
+    def _of_not_lone(self, metric, knn_labels, query_labels, not_lone_query_mask, label_counts, *args, **kw):
+        """``metric(knn_labels, gt_labels, *args, avg_of_avgs, ...)`` over the non-lone queries;
+        NaN when every query is lone."""
         knn_labels, query_labels = try_getting_not_lone_labels(knn_labels, query_labels, not_lone_query_mask)
         if knn_labels is None:
-            return None, None, nan_accuracy(label_counts[0], self.return_per_class)
-        return knn_labels, query_labels[:, None], None
+            return nan_accuracy(label_counts[0], self.return_per_class)
+        options = (self.avg_of_avgs, self.return_per_class, self.label_comparison_fn)
+        return metric(knn_labels, query_labels[:, None], *args, *options, **kw)
 
+    @computed_per_query("precision", 1)
     def calculate_precision_at_1(self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        return precision_at_k(knn, gt, 1, self.avg_of_avgs, self.return_per_class, self.label_comparison_fn)
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
+        return self._of_not_lone(precision_at_k, *rows, 1)
 
+    @computed_per_query("mean_average_precision_at_r")
     def calculate_mean_average_precision_at_r(
         self, knn_labels, query_labels, not_lone_query_mask, ref_includes_query, label_counts, **kwargs
     ):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        return mean_average_precision(
-            knn,
-            gt,
-            ref_includes_query,
-            label_counts,
-            self.avg_of_avgs,
-            self.return_per_class,
-            self.label_comparison_fn,
-            at_r=True,
-        )
+        counted = (ref_includes_query, label_counts)
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
+        return self._of_not_lone(mean_average_precision, *rows, *counted, at_r=True)
 
+    @computed_per_query("mean_average_precision")
     def calculate_mean_average_precision(
         self, knn_labels, query_labels, not_lone_query_mask, ref_includes_query, label_counts, **kwargs
     ):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        return mean_average_precision(
-            knn,
-            gt,
-            ref_includes_query,
-            label_counts,
-            self.avg_of_avgs,
-            self.return_per_class,
-            self.label_comparison_fn,
-        )
+        counted = (ref_includes_query, label_counts)
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
+        return self._of_not_lone(mean_average_precision, *rows, *counted)
 
+    @computed_per_query("mean_reciprocal_rank")
     def calculate_mean_reciprocal_rank(
         self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs
     ):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        return mean_reciprocal_rank(
-            knn, gt, self.avg_of_avgs, self.return_per_class, self.label_comparison_fn
-        )
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
+        return self._of_not_lone(mean_reciprocal_rank, *rows)
 
+    @computed_per_query("r_precision")
     def calculate_r_precision(
         self, knn_labels, query_labels, not_lone_query_mask, ref_includes_query, label_counts, **kwargs
     ):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        return r_precision(
-            knn,
-            gt,
-            ref_includes_query,
-            label_counts,
-            self.avg_of_avgs,
-            self.return_per_class,
-            self.label_comparison_fn,
-        )
+        counted = (ref_includes_query, label_counts)
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
+        return self._of_not_lone(r_precision, *rows, *counted)
 
     def _calculate_at_k(
         self,
@@ -668,17 +376,32 @@ class AccuracyCalculator:
         label_counts,
         **kwargs,
     ):
-        knn, gt, nan = self._not_lone_or_nan(knn_labels, query_labels, not_lone_query_mask, label_counts)
-        if knn is None:
-            return nan
-        args = (self.avg_of_avgs, self.return_per_class, self.label_comparison_fn)
+        rows = (knn_labels, query_labels, not_lone_query_mask, label_counts)
         if kind == "precision":
-            return precision_at_k(knn, gt, k, *args)
+            return self._of_not_lone(precision_at_k, *rows, k)
         if kind == "recall":
-            return recall_at_k(knn, gt, k, *args)
-        return mean_average_precision_at_k(knn, gt, k, ref_includes_query, label_counts, *args)
+            return self._of_not_lone(recall_at_k, *rows, k)
+        return self._of_not_lone(mean_average_precision_at_k, *rows, k, ref_includes_query, label_counts)
 
     # ------------------------------------------------------------------ main entry point
+    def checked_inputs(self, query, query_labels, reference, reference_labels):
+        """The four inputs as tensors on ``self.device``: embeddings float32 ``(N, D)`` and finite,
+        labels float32 (float64 for integers beyond ``2**24``, and both in float64 when their
+        dtypes differ); raises when an embedding set and its labels differ in length."""
+        query = self._to_tensor(query, "query", False)
+        reference = self._to_tensor(reference, "reference", False)
+        query_labels = self._to_tensor(query_labels, "query_labels", True)
+        reference_labels = self._to_tensor(reference_labels, "reference_labels", True)
+        if query_labels.dtype != reference_labels.dtype:
+            query_labels, reference_labels = query_labels.double(), reference_labels.double()
+        if len(query) != len(query_labels) or len(reference) != len(reference_labels):
+            raise ValueError(
+                "embeddings and labels must have the same length: "
+                f"query {len(query)} vs query_labels {len(query_labels)}, "
+                f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
+            )
+        return query, query_labels, reference, reference_labels
+
     def _to_tensor(self, x, name, is_labels):
         if x is None:
             raise MissingInputError(f"{name} must be given")
@@ -711,19 +434,9 @@ class AccuracyCalculator:
         if reference is None:
             reference, reference_labels = query, query_labels
             ref_includes_query = True
-        query = self._to_tensor(query, "query", False)
-        reference = self._to_tensor(reference, "reference", False)
-        query_labels = self._to_tensor(query_labels, "query_labels", True)
-        reference_labels = self._to_tensor(reference_labels, "reference_labels", True)
-        if query_labels.dtype != reference_labels.dtype:
-            query_labels, reference_labels = query_labels.double(), reference_labels.double()
-
-        if len(query) != len(query_labels) or len(reference) != len(reference_labels):
-            raise ValueError(
-                "embeddings and labels must have the same length: "
-                f"query {len(query)} vs query_labels {len(query_labels)}, "
-                f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
-            )
+        query, query_labels, reference, reference_labels = self.checked_inputs(
+            query, query_labels, reference, reference_labels
+        )
         if len(query) == 0 or len(reference) == 0:
             raise SearchInputError("query and reference must contain at least one embedding each")
         if query.shape[1] != reference.shape[1]:
@@ -742,7 +455,7 @@ class AccuracyCalculator:
                 "to query_labels.\n"
             )
 
-        self.curr_function_dict = self.get_function_dict(include, exclude)
+        names = self.select_metrics(include, exclude)
         kwargs = {
             "query": query,
             "reference": reference,
@@ -752,10 +465,10 @@ class AccuracyCalculator:
             "label_comparison_fn": self.label_comparison_fn,
         }
         precomputed = {}
-        knn_names = [x for x in self.get_curr_metrics() if x in self._knn_metrics()]
+        knn_names = [x for x in names if x in self.knn_metrics()]
         if knn_names:
             precomputed = self._knn_metrics_and_kwargs(knn_names, kwargs)
-        if any(x in self.requires_clustering() for x in self.get_curr_metrics()):
+        if any(x in self.requires_clustering() for x in names):
             kwargs["cluster_labels"] = self.get_cluster_labels(**kwargs)
 
         rest = {k: v for k, v in self.curr_function_dict.items() if k not in precomputed}
@@ -763,7 +476,7 @@ class AccuracyCalculator:
         return {k: precomputed[k] if k in precomputed else computed[k] for k in self.curr_function_dict}
 
     def _knn_metrics_and_kwargs(self, knn_names, kwargs):
-        """Run the k-NN search; fills the k-NN kwargs and returns the metrics computed blockwise."""
+        """Run the k-NN search; fills the k-NN kwargs and returns the metrics computed per query."""
         query, reference = kwargs["query"], kwargs["reference"]
         query_labels, reference_labels = kwargs["query_labels"], kwargs["reference_labels"]
         ref_includes_query = kwargs["ref_includes_query"]
@@ -775,10 +488,10 @@ class AccuracyCalculator:
         base_k = self.determine_k(label_counts[1], len(reference), ref_includes_query)
         available = len(reference) - own
 
-        requests = {name: self._engine_request(name, min(base_k, available)) for name in knn_names}
-        engine = {name: req for name, req in requests.items() if req is not None}
-        others = [name for name in knn_names if name not in engine]
-        widest = max([base_k] + [req[1] for req in engine.values()])
+        requests = {name: self._formula(name, min(base_k, available)) for name in knn_names}
+        own_formulas = {name: req for name, req in requests.items() if req is not None}
+        others = [name for name in knn_names if name not in own_formulas]
+        widest = max([base_k] + [req[1] for req in own_formulas.values()])
         if widest > available:
             # The reference pads faiss' missing neighbours with index -1 (read as the label of the
             # last reference); only the neighbours that exist are used here.
@@ -812,99 +525,97 @@ class AccuracyCalculator:
             kwargs["knn_labels"] = reference_labels[indices[:, :base_k]]
             full = reference_labels[indices]
 
-        if not engine:
+        if not own_formulas:
             return {}
         if not any_valid:
-            return {name: nan_accuracy(label_counts[0], self.return_per_class) for name in engine}
+            return {name: nan_accuracy(label_counts[0], self.return_per_class) for name in own_formulas}
 
-        valid_rows = torch.nonzero(not_lone).reshape(-1)
-        gt = query_labels[valid_rows][:, None]
-        relevant = relevant_all[valid_rows]
+        rows = torch.nonzero(not_lone).reshape(-1)
+        gt = query_labels[rows][:, None]
         if full is not None:
-            values = _per_query(_relevance(gt, full[valid_rows], cmp), relevant, engine)
-        elif self._positive_ranks_apply(width, available, query_labels, reference_labels):
-            self._log_search(width + own, query)
-            labels = (query_labels, reference_labels)
-            values = self._rankwise(query, reference, labels, valid_rows, gt, relevant, engine, width, own)
+            rel = relevance(gt, full[rows], cmp)
+            values = per_query_values(ranks_of_relevant(rel), relevant_all[rows], own_formulas, rel.shape[1])
         else:
-            self._log_search(width + own, query)
-            values = self._blockwise(
-                query, reference, reference_labels, valid_rows, gt, relevant, engine, width, own
-            )
+            labels = (query_labels, reference_labels)
+            job = _Search(query, reference, *labels, relevant_all, own_formulas, width, own)
+            _, announce = self._quiet_search()
+            if announce is not None:
+                announce(width + own, query)
+            if self._ranks_wanted(job):
+                values = self._rankwise(job, rows)
+            else:
+                values = self._blockwise(job, rows)
         return {
             name: maybe_get_avg_of_avgs(v, gt, self.avg_of_avgs, self.return_per_class)
             for name, v in values.items()
         }
 
-    def _log_search(self, k, query):
-        """What the reference's default search logs, once per evaluation (``ExactKNN`` itself
-        logs each call, and the blockwise search makes one call per block)."""
-        if type(self.knn_func) is ExactKNN:
-            c_f.LOGGER.info("running k-nn with k=%d", k)
-            c_f.LOGGER.info("embedding dimensionality is %d", query.shape[1])
+    def _quiet_search(self):
+        """``(search, announce)``: the knn_func's ``search`` and ``log_search`` when it has both
+        (one log per evaluation instead of one per block), else ``(knn_func, None)``."""
+        search = getattr(self.knn_func, "search", None)
+        announce = getattr(self.knn_func, "log_search", None)
+        if search is None or announce is None:
+            return self.knn_func, None
+        return search, announce
 
-    def _positive_ranks_apply(self, width, available, query_labels, reference_labels):
-        """Whether the sort-free positive-rank engine gives what the blockwise search would: the
-        built-in exact search and equality of labels, with most of every row ranked anyway."""
-        knn = self.knn_func
+    def _ranks_wanted(self, job):
+        """Whether to count ranks instead of searching: the knn_func provides ``positive_ranks``
+        (not None), labels are compared by equality (and have no NaN), and most of every row is
+        ranked."""
         return (
-            getattr(self, "_use_positive_ranks", True)
-            and type(knn) is ExactKNN
+            getattr(self.knn_func, "positive_ranks", None) is not None
             and self.label_comparison_fn is EQUALITY
-            and 4 * width >= available
-            and supports_distance(knn.distance)
-            and not bool(torch.isnan(query_labels).any() or torch.isnan(reference_labels).any())
+            and 4 * job.width >= len(job.reference) - job.own
+            and not bool(torch.isnan(job.query_labels).any() or torch.isnan(job.reference_labels).any())
         )
 
-    def _rankwise(self, query, reference, labels, rows, gt, relevant, requests, width, own):
-        """Per-query metrics from the ranks of each query's positives (:mod:`.positive_ranks`);
-        rows whose ranks hinge on tied keys go through :meth:`_blockwise` instead."""
-        query_labels, reference_labels = labels
-        nq = len(query_labels)
+    def _rankwise(self, job, rows):
+        """Per-query metrics of the queries ``rows`` from the ranks of their positives
+        (``knn_func.positive_ranks``); rows whose ranks hinge on tied keys, or every row when
+        the knn_func cannot rank with its distance, go through :meth:`_blockwise` instead."""
+        nq = len(job.query_labels)
         # Class ids shared by queries and references (adding 0.0 merges -0.0 into 0.0, as == does).
-        both = torch.cat([query_labels, reference_labels]) + 0.0
+        both = torch.cat([job.query_labels, job.reference_labels]) + 0.0
         _, ids = torch.unique(both, dim=0 if both.dim() > 1 else None, return_inverse=True)
         ids = ids.reshape(-1)
         query_ids, reference_ids = ids[:nq][rows], ids[nq:]
-        own_columns = rows if own else None  # query i is reference i
-        block = max(1, self.knn_block_entries // len(reference))
-        out = {name: torch.empty(len(rows), dtype=torch.float64, device=query.device) for name in requests}
-        pending = []
-        blocks = positive_ranks(
-            query[rows], reference, query_ids, reference_ids, own_columns, self.knn_func.distance, block
+        own_columns = rows if job.own else None  # query i is reference i
+        block = max(1, self.knn_block_entries // len(job.reference))
+        blocks = self.knn_func.positive_ranks(
+            job.query[rows], job.reference, query_ids, reference_ids, own_columns, block
         )
+        if blocks is None:
+            return self._blockwise(job, rows)
+        out = {name: torch.empty(len(rows), dtype=torch.float64, device=rows.device) for name in job.requests}
+        pending = []
         for local, ranks, unresolved in blocks:
-            count = relevant[local]
+            count = job.relevant[rows[local]]
             unresolved = unresolved | (torch.isfinite(ranks).sum(dim=1) != count)
-            for name, v in _from_ranks(ranks, count, requests).items():
+            for name, v in per_query_values(ranks, count, job.requests).items():
                 out[name][local] = v
             pending.append(local[unresolved])
         pending = torch.cat(pending)
         if len(pending):
-            exact = self._blockwise(
-                query, reference, reference_labels, rows[pending], gt[pending], relevant[pending], requests,
-                width, own,
-            )
-            for name, v in exact.items():
+            for name, v in self._blockwise(job, rows[pending]).items():
                 out[name][pending] = v
         return out
 
-    def _blockwise(self, query, reference, reference_labels, rows, gt, relevant, requests, width, own):
-        # The built-in search without its per-call log lines (logged once by _log_search).
-        search = self.knn_func.search if type(self.knn_func) is ExactKNN else self.knn_func
-        block = max(1, self.knn_block_entries // max(1, width))
-        parts = {name: [] for name in requests}
+    def _blockwise(self, job, rows):
+        """Per-query metrics of the queries ``rows`` from their neighbours, searched in blocks."""
+        search, _ = self._quiet_search()
+        block = max(1, self.knn_block_entries // max(1, job.width))
+        parts = {name: [] for name in job.requests}
         for s in range(0, len(rows), block):
-            e = min(s + block, len(rows))
-            block_rows = rows[s:e]
+            block_rows = rows[s : s + block]
             # Self matches are removed here by position, so the search must not do it by row number.
-            distances, indices = search(query[block_rows], width + own, reference, False)
-            if own:
-                distances, indices = _own_entry_removed(distances, indices, block_rows.to(indices.device))
-            rel = _relevance(
-                gt[s:e], reference_labels[indices.to(reference_labels.device)], self.label_comparison_fn
-            )
-            for name, v in _per_query(rel, relevant[s:e], requests).items():
+            distances, indices = search(job.query[block_rows], job.width + job.own, job.reference, False)
+            if job.own:
+                distances, indices = drop_own_entry(distances, indices, block_rows.to(indices.device))
+            neighbours = job.reference_labels[indices.to(job.reference_labels.device)]
+            rel = relevance(job.query_labels[block_rows][:, None], neighbours, self.label_comparison_fn)
+            ranks = ranks_of_relevant(rel)
+            for name, v in per_query_values(ranks, job.relevant[block_rows], job.requests, job.width).items():
                 parts[name].append(v)
         return {name: torch.cat(v) for name, v in parts.items()}
 

@@ -1,6 +1,6 @@
 """Inference with a trained embedding model: nearest-neighbour search and match finding.
 
-The default kNN backend is :class:`~deepmetric.utils.knn.ExactKNN` (pure torch, exact, bounded
+The default kNN backend is :class:`~deepmetric.evaluation.knn.ExactKNN` (pure torch, exact, bounded
 memory). :class:`FaissKNN` / :class:`FaissKMeans` keep the reference library's faiss-based API;
 faiss is imported only when they are used (``pip install deepmetric[faiss]``).
 """
@@ -14,7 +14,7 @@ from ..distances import BatchedDistance, CosineSimilarity
 from ..utils import common_functions as c_f
 from ..utils.errors import IndexFileError, MissingInputError, OutOfRangeError, SearchInputError
 from ._index_files import file_kind, load_torch_index
-from .knn import ExactKNN, exact_knn
+from .knn import ExactKNN, drop_own_entry, exact_knn
 
 
 def _import_faiss(user):
@@ -24,7 +24,7 @@ def _import_faiss(user):
         raise ImportError(
             f"{user} needs faiss, which is not installed. Install the optional extra with "
             "`pip install deepmetric[faiss]` (or `pip install faiss-cpu`), or use the faiss-free "
-            "deepmetric.utils.knn.ExactKNN / deepmetric.utils.kmeans.TorchKMeans."
+            "deepmetric.evaluation.knn.ExactKNN / deepmetric.evaluation.kmeans.TorchKMeans."
         ) from exc
     return faiss
 
@@ -269,7 +269,7 @@ class FaissKNN:
 
 class FaissKMeans:
     """k-means through ``faiss.Kmeans(d, nmb_clusters, **kwargs)``; each point gets the id of its
-    nearest centroid. See :class:`deepmetric.utils.kmeans.TorchKMeans` for the faiss-free one."""
+    nearest centroid. See :class:`deepmetric.evaluation.kmeans.TorchKMeans` for the faiss-free one."""
 
     def __init__(self, **kwargs):
         _import_faiss("FaissKMeans")
@@ -293,7 +293,7 @@ class CustomKNN:
 
     ``batch_size`` rows of the query are processed at a time (``self.distance`` is then a
     :class:`BatchedDistance`, as in the reference). Computed by
-    :func:`deepmetric.utils.knn.exact_knn`, so equal values are ordered by lower reference index
+    :func:`deepmetric.evaluation.knn.exact_knn`, so equal values are ordered by lower reference index
     (the reference leaves tie order to ``torch.topk``) and memory stays bounded even without
     ``batch_size``.
     """
@@ -403,12 +403,7 @@ def return_results(D, I, ref_includes_query):  # noqa: E741 (reference argument 
     ``i``); rows whose own index is absent drop their last column instead."""
     if not ref_includes_query:
         return D, I
-    own = I == torch.arange(len(I), device=I.device).unsqueeze(1)
-    # With exact duplicates a row's own index can appear only once; ensure exactly one removal.
-    first = own & (own.cumsum(dim=1) == 1)
-    missing = ~first.any(dim=1)
-    first[missing, -1] = True
-    return mask_reshape_knn_idx(D, first), mask_reshape_knn_idx(I, first)
+    return drop_own_entry(D, I, torch.arange(len(I), device=I.device))
 
 
 def get_topk(distances, indices, k, get_largest):

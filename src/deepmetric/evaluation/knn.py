@@ -24,6 +24,7 @@ from ..utils import common_functions as c_f
 from ..utils.errors import SearchInputError
 from ._index_files import load_index_file, save_exact_index
 from ._knn_scores import Scorer
+from .positive_ranks import positive_ranks, supports_distance
 
 # Bytes of scratch memory one search may use for scores; decides the block size when not given.
 # Overridable per object (``memory_budget_bytes``) or globally with DEEPMETRIC_KNN_MEMORY_MB.
@@ -145,10 +146,14 @@ class ExactKNN:
 
     # ------------------------------------------------------------------ search
     def __call__(self, query, k, reference=None, ref_includes_query=False):
-        c_f.LOGGER.info("running k-nn with k=%d", _as_int(k, "k") + int(bool(ref_includes_query)))
+        self.log_search(_as_int(k, "k") + int(bool(ref_includes_query)), query)
+        return self.search(query, k, reference, ref_includes_query)
+
+    def log_search(self, k, query):
+        """The reference's two INFO lines of a search for ``k`` neighbours of ``query``."""
+        c_f.LOGGER.info("running k-nn with k=%d", k)
         if hasattr(query, "shape") and len(query.shape) == 2:
             c_f.LOGGER.info("embedding dimensionality is %d", query.shape[1])
-        return self.search(query, k, reference, ref_includes_query)
 
     def search(self, query, k, reference=None, ref_includes_query=False):
         """The search of :meth:`__call__`, without logging."""
@@ -163,6 +168,16 @@ class ExactKNN:
             block_size=self.block_size,
             memory_budget_bytes=self.memory_budget_bytes,
         )
+
+    def positive_ranks(self, query, reference, query_ids, reference_ids, own_columns, block_rows):
+        """The ranks of each query's positives in the order :meth:`search` ranks the reference,
+        without sorting rows: an iterator of blocks ``(rows, ranks, unresolved)`` (see
+        :func:`deepmetric.evaluation.positive_ranks.positive_ranks` for the arguments), or None
+        when this object's distance is not one whose order they reproduce."""
+        if not supports_distance(self.distance):
+            return None
+        ids = (query_ids, reference_ids)
+        return positive_ranks(query, reference, *ids, own_columns, self.distance, block_rows)
 
     def __repr__(self):
         return (
@@ -443,17 +458,19 @@ def merge_candidates(values_a, indices_a, values_b, indices_b, k, largest):
     return values[:, :k], indices.gather(1, order[:, :k])
 
 
-
 def drop_own_entry(values, indices, own_index):
-    """Remove each row's own index (or its last entry if absent): k + 1 columns -> k."""
+    """Remove from row ``i`` its entry ``own_index[i]`` (the query itself), or its last entry
+    when that index is absent: ``(n, k + 1) -> (n, k)``. This is the reference's rule for
+    ``ref_includes_query``; with many exact duplicates a query can be missing from its own
+    neighbours."""
     is_own = indices == own_index.unsqueeze(1)
-    # Keep only the first occurrence (there is at most one) and fall back to the last column.
+    # One removal per row: the first occurrence, or the last column when there is none.
+    is_own &= is_own.cumsum(dim=1) == 1
     missing = ~is_own.any(dim=1)
     is_own[missing, -1] = True
     keep = ~is_own
     n, kk = indices.shape
-    return values[keep].view(n, kk - 1), indices[keep].view(n, kk - 1)
-
+    return values[keep.to(values.device)].view(n, kk - 1), indices[keep].view(n, kk - 1)
 
 
 def _as_int(value, name):

@@ -9,7 +9,7 @@ compaction); each is placed among the row's sorted positives by ``searchsorted``
 where classes are at all separated these candidates are a small fraction of the row, so the cost
 is the key matrix plus two passes over it instead of a sort of every row.
 
-The ranking is the one :class:`~deepmetric.utils.knn.ExactKNN` returns: by exact values for
+The ranking is the one :class:`~deepmetric.evaluation.knn.ExactKNN` returns: by exact values for
 squared L2 (any power of the L2 distance) and dot products. The fast values come from one matmul;
 a negative whose value lies within the matmul's error bound ``2 B`` of a positive's (see
 :mod:`._knn_scores`) is compared with those positives by exact float64 values (then by reference

@@ -6,7 +6,7 @@ returns the same dict, equal to ``calculator.get_accuracy`` on the global sets:
 
 * k-NN metrics: the labels (small) are gathered on every rank, so label counts, lone queries and
   k are global. The neighbours of each local query are found over all reference shards with
-  :func:`deepmetric.utils.sharded_knn.sharded_knn`, a block of queries at a time, so a rank never
+  :func:`deepmetric.evaluation.sharded_knn.sharded_knn`, a block of queries at a time, so a rank never
   holds more than its shards plus one block of candidates. Each rank computes the per-query values
   of its queries; these (one number per query and metric) are gathered and averaged.
 * cluster metrics (NMI, AMI): k-means needs every point, so the query embeddings are gathered on
@@ -20,16 +20,18 @@ that need k-NN) are not supported here; they raise a ``ValueError``.
 import torch
 import torch.distributed as dist
 
-from ..distributed import all_gather_rows, is_distributed
+from ..ops.gather import gather_rows, world_size
 from ..utils import common_functions as c_f
-from . import accuracy_calculator as ac
+from .relevance import get_label_match_counts, get_lone_query_labels
+from .retrieval_metrics import maybe_get_avg_of_avgs, nan_accuracy
 from .sharded_knn import sharded_knn
 
 _BLOCK_ENTRIES = 2**22  # query rows x neighbours per block of the k-NN search
 
 
 def active(group=None):
-    return is_distributed() and dist.get_world_size(group) > 1
+    """Whether more than one process takes part (an initialised group of two or more)."""
+    return world_size(group) > 1
 
 
 def sharded_accuracy(
@@ -50,19 +52,13 @@ def sharded_accuracy(
         )
     if reference is None:
         reference, reference_labels, ref_includes_query = query, query_labels, True
-    query = calculator._to_tensor(query, "query", False)
-    reference = calculator._to_tensor(reference, "reference", False)
-    query_labels = calculator._to_tensor(query_labels, "query_labels", True).double()
-    reference_labels = calculator._to_tensor(reference_labels, "reference_labels", True).double()
-    if len(query) != len(query_labels) or len(reference) != len(reference_labels):
-        raise ValueError(
-            "embeddings and labels must have the same length on every rank: "
-            f"query {len(query)} vs query_labels {len(query_labels)}, "
-            f"reference {len(reference)} vs reference_labels {len(reference_labels)}"
-        )
-    calculator.curr_function_dict = calculator.get_function_dict(include, exclude)
-    names = list(calculator.curr_function_dict)
-    knn_names = [n for n in names if n in calculator._knn_metrics()]
+    query, query_labels, reference, reference_labels = calculator.checked_inputs(
+        query, query_labels, reference, reference_labels
+    )
+    # Every rank must gather labels of one dtype, whatever its own shard holds.
+    query_labels, reference_labels = query_labels.double(), reference_labels.double()
+    names = calculator.select_metrics(include, exclude)
+    knn_names = [n for n in names if n in calculator.knn_metrics()]
     results = {}
     if knn_names:
         results.update(
@@ -87,8 +83,8 @@ def sharded_accuracy(
             "label_comparison_fn": calculator.label_comparison_fn,
         }
         kwargs["cluster_labels"] = calculator.get_cluster_labels(**kwargs)
-        for name in cluster_names:
-            results[name] = calculator.curr_function_dict[name](**kwargs)
+        for name, metric in calculator.get_function_dict(cluster_names).items():
+            results[name] = metric(**kwargs)
     missing = [n for n in names if n not in results]
     if missing:
         raise ValueError(
@@ -102,15 +98,15 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
     own = int(bool(own_in_ref))
     all_query_labels = gather_rows(query_labels, group)
     all_reference_labels = gather_rows(reference_labels, group)
-    label_counts = ac.get_label_match_counts(all_query_labels, all_reference_labels, cmp)
-    _, not_lone = ac.get_lone_query_labels(query_labels, label_counts, own_in_ref, cmp)
+    label_counts = get_label_match_counts(all_query_labels, all_reference_labels, cmp)
+    _, not_lone = get_lone_query_labels(query_labels, label_counts, own_in_ref, cmp)
     base_k = calculator.determine_k(label_counts[1], len(all_reference_labels), own_in_ref)
     available = len(all_reference_labels) - own
-    requests = {name: calculator._engine_request(name, min(base_k, available)) for name in knn_names}
-    unsupported = sorted(name for name, request in requests.items() if request is None)
+    unsupported = sorted(name for name in knn_names if not calculator.computes_per_query(name))
     if unsupported:
         raise ValueError(f"sharded evaluation does not support the custom k-NN metrics {unsupported}")
-    width = max([base_k] + [w for _, w in requests.values()])
+    k = min(base_k, available)
+    width = max([base_k] + [calculator.cutoff(name, k) for name in knn_names])
     if width > available:
         # As AccuracyCalculator does: only the neighbours that exist are used.
         c_f.LOGGER.warning(
@@ -118,15 +114,12 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
             f"the metrics use the {available} that exist"
         )
         width = available
-    _, relevant = ac.get_relevance_mask(
-        (len(query_labels), 0), query_labels[:, None], own_in_ref, label_counts
-    )
     rows = torch.nonzero(not_lone).reshape(-1)
     offset = _row_offset(len(query), group)
     block = max(1, _BLOCK_ENTRIES // max(1, width + own))
     blocks = torch.tensor([(len(rows) + block - 1) // block])
     dist.all_reduce(blocks, op=dist.ReduceOp.MAX, group=group)  # every rank joins every search
-    parts = {name: [] for name in requests}
+    parts = {name: [] for name in knn_names}
     for b in range(int(blocks)):
         block_rows = rows[b * block : (b + 1) * block]
         _, indices = sharded_knn(
@@ -140,18 +133,24 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
         )
         if len(block_rows) == 0:
             continue
-        gt = query_labels[block_rows][:, None]
-        rel = ac._relevance(gt, all_reference_labels[indices], cmp)
-        for name, values in ac._per_query(rel, relevant[block_rows], requests).items():
-            parts[name].append(values)
+        values = calculator.per_query_accuracy(
+            knn_names,
+            k,
+            query_labels[block_rows],
+            label_counts,
+            own_in_ref,
+            knn_labels=all_reference_labels[indices],
+        )
+        for name, v in values.items():
+            parts[name].append(v)
     gt_all = gather_rows(query_labels[rows], group)
     if len(gt_all) == 0:
-        return {name: ac.nan_accuracy(label_counts[0], calculator.return_per_class) for name in requests}
+        return {name: nan_accuracy(label_counts[0], calculator.return_per_class) for name in knn_names}
     out = {}
-    for name in requests:
+    for name in knn_names:
         local = torch.cat(parts[name]) if parts[name] else torch.zeros(0, dtype=torch.float64)
         values = gather_rows(local, group)
-        out[name] = ac.maybe_get_avg_of_avgs(
+        out[name] = maybe_get_avg_of_avgs(
             values, gt_all[:, None], calculator.avg_of_avgs, calculator.return_per_class
         )
     return out
@@ -160,11 +159,6 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
 def calculator_distance(calculator):
     """The distance of the calculator's k-NN backend (ExactKNN / CustomKNN), default squared L2."""
     return getattr(calculator.knn_func, "distance", None)
-
-
-def gather_rows(x, group=None):
-    """The rank-ordered concatenation of every rank's ``x`` (their first dimensions may differ)."""
-    return torch.cat(all_gather_rows(x, group))
 
 
 def _row_offset(local_rows, group):

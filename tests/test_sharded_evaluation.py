@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from deepmetric.utils.accuracy_calculator import AccuracyCalculator
-from deepmetric.utils.sharded_evaluation import sharded_accuracy
+from deepmetric.evaluation.sharded_evaluation import sharded_accuracy
 
 # (query rows, reference rows) of each rank
 SPLITS = {

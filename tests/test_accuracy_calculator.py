@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import requires_reference
+from deepmetric.evaluation.kmeans import TorchKMeans
 from deepmetric.utils import accuracy_calculator as ac
 from deepmetric.utils import common_functions as c_f
 from deepmetric.utils.accuracy_calculator import AccuracyCalculator
-from deepmetric.evaluation.kmeans import TorchKMeans
 
 CPU = torch.device("cpu")
 KNN_METRICS = (

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from deepmetric.training import checkpoint as ckpt
-from deepmetric.utils import common_functions as c_f
 from deepmetric.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from deepmetric.utils import common_functions as c_f
 
 
 def _names(folder):

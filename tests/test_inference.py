@@ -9,6 +9,7 @@ import torch
 
 from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance, SNRDistance
+from deepmetric.evaluation.knn import ExactKNN
 from deepmetric.utils import inference
 from deepmetric.utils.inference import (
     CustomKNN,
@@ -18,7 +19,6 @@ from deepmetric.utils.inference import (
     MatchFinder,
     return_results,
 )
-from deepmetric.evaluation.knn import ExactKNN
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed")
 

@@ -10,8 +10,8 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from conftest import requires_reference
 from deepmetric.evaluation._faiss_random import FaissRandomGenerator, rand_perm_prefix
-from deepmetric.utils.errors import SearchInputError
 from deepmetric.evaluation.kmeans import TorchKMeans
+from deepmetric.utils.errors import SearchInputError
 
 
 def blobs(n=3000, centers=12, std=1.5, seed=0, dim=16):

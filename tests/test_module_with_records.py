@@ -11,12 +11,12 @@ from deepmetric.reducers import (
     SumReducer,
     ThresholdReducer,
 )
-from deepmetric.utils import common_functions as c_f
-from deepmetric.utils.module_with_records import ModuleWithRecords
 from deepmetric.reducers.module_with_records_and_reducer import (
     ModuleWithRecordsAndReducer,
     ModuleWithRecordsReducerAndDistance,
 )
+from deepmetric.utils import common_functions as c_f
+from deepmetric.utils.module_with_records import ModuleWithRecords
 
 
 class WithStats(ModuleWithRecords):

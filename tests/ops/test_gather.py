@@ -64,7 +64,7 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_every_process_receives_every_rank_rows_in_rank_order(results, dtype):
     everyone = torch.cat([_rows_of(r, dtype) for r in range(len(ROWS))])
-    for rank, result in enumerate(results):
+    for result in results:
         assert result["distributed"] and result["world_size"] == len(ROWS)
         got = result[dtype]
         assert [p.shape[0] for p in got["parts"]] == ROWS  # padding trimmed

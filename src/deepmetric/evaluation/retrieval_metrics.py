@@ -152,8 +152,8 @@ def r_precision(
 ):
     """R-precision of each query (``gt_labels`` is ``query_labels[:, None]``), aggregated."""
     counted = (ref_includes_query, label_counts)
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated("r_precision", None, knn_labels, gt_labels, counted, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated("r_precision", None, knn_labels, gt_labels, counted, *options)
 
 
 def mean_average_precision(
@@ -169,24 +169,24 @@ def mean_average_precision(
     """MAP over all retrieved neighbours, or MAP@R with ``at_r=True``; both divide by R."""
     kind = "mean_average_precision_at_r" if at_r else "mean_average_precision"
     counted = (ref_includes_query, label_counts)
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated(kind, None, knn_labels, gt_labels, counted, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated(kind, None, knn_labels, gt_labels, counted, *options)
 
 
 def mean_reciprocal_rank(
     knn_labels, gt_labels, avg_of_avgs=False, return_per_class=False, label_comparison_fn=EQUALITY
 ):
     """Mean of ``1 / rank`` of the first relevant neighbour (0 when none is retrieved)."""
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated("mean_reciprocal_rank", None, knn_labels, gt_labels, None, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated("mean_reciprocal_rank", None, knn_labels, gt_labels, None, *options)
 
 
 def precision_at_k(
     knn_labels, gt_labels, k, avg_of_avgs=False, return_per_class=False, label_comparison_fn=EQUALITY
 ):
     """Fraction of the first ``k`` neighbours that are relevant."""
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated("precision", k, knn_labels, gt_labels, None, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated("precision", k, knn_labels, gt_labels, None, *options)
 
 
 def recall_at_k(
@@ -194,8 +194,8 @@ def recall_at_k(
 ):
     """Fraction of queries with at least one relevant item among their first ``k`` neighbours
     (the CMC curve at rank ``k``). Not in the reference library."""
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated("recall", k, knn_labels, gt_labels, None, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated("recall", k, knn_labels, gt_labels, None, *options)
 
 
 def mean_average_precision_at_k(
@@ -210,5 +210,5 @@ def mean_average_precision_at_k(
 ):
     """``(1 / min(R, k)) sum_{i <= k} rel_i P@i`` (1 for a perfect ranking). Not in the reference."""
     counted = (ref_includes_query, label_counts)
-    args = (avg_of_avgs, return_per_class, label_comparison_fn)
-    return _aggregated("mean_average_precision_at_k", k, knn_labels, gt_labels, counted, *args)
+    options = (avg_of_avgs, return_per_class, label_comparison_fn)
+    return _aggregated("mean_average_precision_at_k", k, knn_labels, gt_labels, counted, *options)

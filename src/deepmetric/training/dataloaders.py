@@ -7,36 +7,17 @@ def get_train_dataloader(dataset, batch_size, sampler, num_workers, collate_fn):
     """The trainers' loader: a ``BatchSampler`` (it yields lists of indices) is passed as
     ``batch_sampler`` and decides the batches; any other sampler (or shuffling, without one)
     is passed as ``sampler`` with ``batch_size`` and ``drop_last=True``."""
+    workers = {"num_workers": num_workers, "collate_fn": collate_fn, "pin_memory": False}
     if isinstance(sampler, torch.utils.data.BatchSampler):
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=collate_fn,
-            pin_memory=False,
-        )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=int(batch_size),
-        sampler=sampler,
-        drop_last=True,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        shuffle=sampler is None,
-        pin_memory=False,
-    )
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **workers)
+    batches = {"batch_size": int(batch_size), "drop_last": True, "shuffle": sampler is None}
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, **batches, **workers)
 
 
 def get_eval_dataloader(dataset, batch_size, num_workers, collate_fn):
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=int(batch_size),
-        drop_last=False,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        shuffle=False,
-        pin_memory=False,
-    )
+    """The testers' loader: every item once, in order, the last batch possibly smaller."""
+    workers = {"num_workers": num_workers, "collate_fn": collate_fn, "pin_memory": False}
+    return torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False, **workers)
 
 
 class EmbeddingDataset(torch.utils.data.Dataset):
@@ -51,5 +32,3 @@ class EmbeddingDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         return self.embeddings[idx], self.labels[idx]
-
-

@@ -27,6 +27,9 @@ class NCALoss(BaseMetricLossFunction):
         softmax_scale: multiplies the similarities before the softmax (an inverse temperature).
     """
 
+    # indices_tuple only weights rows by how often they occur in it
+    indices_tuple_is_structured = False
+
     def __init__(self, softmax_scale=1, **kwargs):
         super().__init__(**kwargs)
         self.softmax_scale = softmax_scale

@@ -14,3 +14,9 @@ def require(condition, message):
     """Raise :class:`ArgumentError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ArgumentError(message)
+
+
+class IndexArgumentError(ArgumentError, IndexError, RuntimeError):
+    """A bad index argument: an index out of range, index lists of mismatched lengths, or
+    labels that must index classes but are not integers. It also subclasses ``IndexError`` and
+    ``RuntimeError``, what torch raises deep inside for the same mistakes."""

@@ -8,6 +8,7 @@ from ..distances import CosineSimilarity
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
+from .masked_logsumexp import accumulation_dtype
 
 
 class TupletMarginLoss(GenericPairLoss):
@@ -39,6 +40,12 @@ class TupletMarginLoss(GenericPairLoss):
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        dtype = embeddings.dtype
+        # Half precision is computed in float32: sqrt(1 - s^2) and exp(scale * ...) lose whole
+        # percents in 16 bits. The terms are cast back.
+        same_set = ref_emb is embeddings
+        embeddings = embeddings.to(accumulation_dtype(dtype))
+        ref_emb = embeddings if same_set else ref_emb.to(accumulation_dtype(ref_emb.dtype))
         if self.has_dense_pairs(labels, indices_tuple):
             found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
             if found is None:
@@ -57,7 +64,9 @@ class TupletMarginLoss(GenericPairLoss):
             neg_values = (mat[a2, n], None)
         pos = mat[a1, p]
         self.set_stats(pos, *neg_values)
-        losses = torch.nn.functional.softplus(neg_lse[a1] - self.scale * self._cos_with_margin(pos))
+        losses = _log_one_plus_exp(neg_lse[a1] - self.scale * self._cos_with_margin(pos))
+        if dtype in (torch.float16, torch.bfloat16):
+            losses = losses.to(dtype)
         return {"loss": {"losses": losses, "indices": (a1, p), "reduction_type": "pos_pair"}}
 
     def _cos_with_margin(self, cos):
@@ -77,6 +86,16 @@ class TupletMarginLoss(GenericPairLoss):
 
     def get_default_distance(self):
         return CosineSimilarity()
+
+
+def _log_one_plus_exp(z):
+    """``log(1 + exp(z))`` (softplus), exactly 0 where ``1 + exp(z)`` rounds to 1, as the
+    reference's ``log(1 + sum exp(...))`` is: which terms are zero (what AvgNonZeroReducer
+    counts) is decided the same way."""
+    with torch.no_grad():
+        vanishes = (1 + torch.exp(z)) == 1
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    return torch.where(vanishes, zero, torch.nn.functional.softplus(z))
 
 
 def _lse_per_anchor(values, anchors, num_anchors):

@@ -4,11 +4,11 @@ Write every triplet's argument as ``v_ijk = t_ij + x_ik``: ``t_ij`` depends only
 ``i`` and its ``j``-th positive, ``x_ik`` only on the anchor and the negative ``k``. A triplet
 is kept when ``x_ik`` lies strictly between two bounds of its positive, ``lower_ij`` and
 ``upper_ij`` (``low - t_ij`` and ``high - t_ij`` in real arithmetic; the caller computes them
-exactly as its rounded per-triplet test decides). An anchor has few positives, so each negative can be placed
-among its anchor's sorted bounds with a handful of comparisons, and the per-bucket counts and
-sums of ``x`` give, for every positive, how many negatives it keeps and their sum. The kept
-sum, the kept count and the gradient coefficients then follow from ``O(N M P)`` comparisons on
-``(N, M)`` matrices, instead of the ``N x P x M`` triplet tensor.
+exactly as its rounded per-triplet test decides). An anchor has few positives, so each negative
+can be placed among its anchor's sorted bounds with a handful of comparisons, and the
+per-bucket counts and sums of ``x`` give, for every positive, how many negatives it keeps and
+their sum. The kept sum, the kept count and the gradient coefficients then follow from
+``O(N M P)`` comparisons on ``(N, M)`` matrices, instead of the ``N x P x M`` triplet tensor.
 """
 
 import torch

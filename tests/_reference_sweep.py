@@ -138,7 +138,7 @@ LOSSES = {
 # formulas), equal to rounding, so only thresholds that fall between terms are compared.
 EXACT_TERMS = (
     "CircleLoss", "ContrastiveLoss", "ContrastiveLoss[tight]", "ContrastiveLoss[cosine]",
-    "CosFaceLoss", "GeneralizedLiftedStructureLoss", "HistogramLoss", "InstanceLoss",
+    "CosFaceLoss", "GeneralizedLiftedStructureLoss", "HistogramLoss",
     "IntraPairVarianceLoss", "MarginLoss", "MarginLoss[learn_beta]", "NCALoss", "NPairsLoss",
     "TripletMarginLoss", "TripletMarginLoss[tight]",
     "TripletMarginLoss[zero_margin]", "TripletMarginLoss[cosine]", "TripletMarginLoss[squared]",
@@ -146,7 +146,7 @@ EXACT_TERMS = (
 )
 
 # ... except with a miner's tuple, where these compute their terms another way (to rounding).
-INEXACT_TERMS_WITH_MINER = ("GeneralizedLiftedStructureLoss",)
+INEXACT_TERMS_WITH_MINER = ("CircleLoss", "GeneralizedLiftedStructureLoss")
 
 
 def exact_terms(loss_name, with_miner):

@@ -17,8 +17,11 @@ from conftest import requires_reference
 
 pytestmark = requires_reference
 
-# Two batches per dtype: a Gaussian one and a grid one (exact ties), each with its own seed.
-BATCHES = {torch.float32: ((0, "gaussian"), (1, "grid")), torch.float64: ((2, "gaussian"), (3, "grid"))}
+# Three batches per dtype: a Gaussian one and two grid ones (exact ties), each with its own seed.
+BATCHES = {
+    torch.float32: ((0, "gaussian"), (1, "grid"), (8, "grid")),
+    torch.float64: ((2, "gaussian"), (3, "grid"), (4, "grid")),
+}
 
 
 @pytest.fixture(autouse=True)

@@ -74,7 +74,7 @@ def test_check_loss_inputs_defers_the_number_of_dimensions_to_the_distance():
 
     emb = torch.zeros(4, 3, 2)
     v.check_loss_inputs(emb, torch.tensor([0, 1, 0, 1]), None, None, distance=AnyShape())
-    with pytest.raises(ValueError, match=r"query_emb must be 2-D .* got shape \(4, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"LpDistance cannot compare these embeddings: query_emb must be 2-D .* got shape \(4, 3, 2\)"):
         v.check_loss_inputs(emb, None, None, None, distance=LpDistance())
     with pytest.raises(ValueError, match="2-D"):
         v.check_loss_inputs(emb, None, None, None)  # no distance to ask: 2-D

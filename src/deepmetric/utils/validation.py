@@ -79,7 +79,15 @@ def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True
     if distance is not None and torch.is_tensor(embeddings) and (
         embeddings.ndim != 2 or (torch.is_tensor(ref_emb) and ref_emb.ndim != 2)
     ):
-        distance.check_shapes(embeddings, ref_emb)
+        try:
+            distance.check_shapes(embeddings, ref_emb)
+        except ValueError as e:
+            message = f"{type(distance).__name__} cannot compare these embeddings: {e}"
+            try:
+                named = type(e)(message)
+            except Exception:  # noqa: BLE001 - an exception type with another signature
+                raise e from None
+            raise named from e
         ndim = None
     else:
         ndim = 2

@@ -18,7 +18,7 @@ from deepmetric.utils.errors import ArgumentError, IndexArgumentError
 MINERS = (
     "AngularMiner", "BatchEasyHardMiner", "BatchHardMiner", "HDCMiner", "MultiSimilarityMiner",
     "PairMarginMiner", "TripletMarginMiner",
-)  # deterministic miners (the random ones draw a different stream; docs/compatibility.md)
+)  # the deterministic miners (the random ones are compared with their draws elsewhere)
 
 # Losses whose labels index classes: the reference fails deep inside torch on floating labels.
 CLASS_LOSSES = (

@@ -2,12 +2,13 @@
 
 Write every triplet's argument as ``v_ijk = t_ij + x_ik``: ``t_ij`` depends only on the anchor
 ``i`` and its ``j``-th positive, ``x_ik`` only on the anchor and the negative ``k``. A triplet
-is kept when ``low < v < high``, that is when ``x_ik`` lies strictly between the bounds
-``low - t_ij`` and ``high - t_ij``. An anchor has few positives, so each negative can be placed
-among its anchor's sorted bounds with a handful of comparisons, and the per-bucket counts and
-sums of ``x`` give, for every positive, how many negatives it keeps and their sum. The kept
-sum, the kept count and the gradient coefficients then follow from ``O(N M P)`` comparisons on
-``(N, M)`` matrices, instead of the ``N x P x M`` triplet tensor.
+is kept when ``x_ik`` lies strictly between two bounds of its positive, ``lower_ij`` and
+``upper_ij`` (``low - t_ij`` and ``high - t_ij`` in real arithmetic; the caller computes them
+exactly as its rounded per-triplet test decides). An anchor has few positives, so each negative
+can be placed among its anchor's sorted bounds with a handful of comparisons, and the
+per-bucket counts and sums of ``x`` give, for every positive, how many negatives it keeps and
+their sum. The kept sum, the kept count and the gradient coefficients then follow from
+``O(N M P)`` comparisons on ``(N, M)`` matrices, instead of the ``N x P x M`` triplet tensor.
 """
 
 import torch
@@ -41,41 +42,50 @@ def _kept_per_bucket(bucket, x, neg_mask, width):
     return above(counts), above(sums)
 
 
-def hinge_triplet_sums(t, pos_cols, pos_valid, x, neg_mask, low, high):
+def hinge_triplet_sums(t, lower, upper, pos_valid, x, neg_mask, x_values=None):
     """Kept sum, kept count and ``d(sum)/dt``, ``d(sum)/dx`` of ``v = t_ij + x_ik`` over all
-    triplets of valid positives and negatives with ``low < v < high`` (``high`` may be None).
+    triplets of valid positives and negatives with ``lower_ij < x_ik < upper_ij``.
 
     Args:
-        t: ``(N, P)`` positive terms (padding where ``pos_valid`` is False).
-        pos_cols: ``(N, P)`` column of each positive (used only to return ``d/dt`` per column).
-        pos_valid: ``(N, P)`` which entries of ``t`` are real positives.
-        x: ``(N, M)`` negative terms; only entries with ``neg_mask`` count.
+        t: ``(N, P)`` positive terms (any value where ``pos_valid`` is False); the dtype of
+            the sums.
+        lower: ``(N, P)`` exclusive lower bound on ``x`` of each positive, in ``x``'s dtype.
+        upper: ``(N, P)`` exclusive upper bound, or None. Bounds must rise together: a
+            positive with a larger ``lower`` never has a smaller ``upper`` (both come from one
+            monotone rule applied to each positive's term).
+        pos_valid: ``(N, P)`` which entries are real positives.
+        x: ``(N, M)`` negative terms, compared with the bounds; only ``neg_mask`` entries count.
         neg_mask: ``(N, M)`` negatives of each anchor.
-        low: lower bound (exclusive) of a kept ``v``; a float.
-        high: upper bound (exclusive) or None.
+        x_values: the values of ``x`` to add up (default ``x``), for example ``x`` in a wider
+            dtype so that sums of many terms of both signs keep their precision.
 
     Returns ``(value, count, grad_t, grad_x)``: ``grad_t`` ``(N, P)`` counts the negatives each
     positive keeps, ``grad_x`` ``(N, M)`` the positives each negative is kept with.
     """
     width = t.shape[1]
-    # Padded positives get t = -inf: their bounds are +inf, below every x.
-    t = torch.where(pos_valid, t, -torch.inf)
-    lower_sorted, order = torch.sort(low - t, dim=1)
-    below_lower = _bounds_below(lower_sorted, x, strictly=True)  # #(j: low - t_j < x)
-    count_r, sum_r = _kept_per_bucket(below_lower, x, neg_mask, width)
+    inf = torch.tensor(float("inf"), dtype=lower.dtype, device=lower.device)
+    lower = torch.where(pos_valid, lower, inf)  # padding keeps nothing and sorts last
+    # Sort by (lower, upper) so that both rise along each row (ties in lower, then upper).
+    order = torch.arange(width, device=t.device).expand_as(t)
+    if upper is not None:
+        upper = torch.where(pos_valid, upper, inf)
+        order = torch.sort(upper, dim=1, stable=True).indices
+    order = order.gather(1, torch.sort(lower.gather(1, order), dim=1, stable=True).indices)
+    lower_sorted = lower.gather(1, order)
+    x_values = x if x_values is None else x_values
+    below_lower = _bounds_below(lower_sorted, x, strictly=True)  # #(j: lower_j < x)
+    count_r, sum_r = _kept_per_bucket(below_lower, x_values, neg_mask, width)
     per_negative = below_lower
-    if high is not None:
-        # (high - t) sorts in the same order as (low - t): both are -t shifted.
-        upper_sorted = (high - t).gather(1, order)
-        reach_upper = _bounds_below(upper_sorted, x, strictly=False)  # #(j: high - t_j <= x)
-        over_r, over_sum_r = _kept_per_bucket(reach_upper, x, neg_mask, width)
+    if upper is not None:
+        reach_upper = _bounds_below(upper.gather(1, order), x, strictly=False)  # #(upper_j <= x)
+        over_r, over_sum_r = _kept_per_bucket(reach_upper, x_values, neg_mask, width)
         count_r, sum_r = count_r - over_r, sum_r - over_sum_r
         per_negative = below_lower - reach_upper
-    real = torch.isfinite(lower_sorted)
+    real = pos_valid.gather(1, order)
     t_sorted = torch.where(real, t.gather(1, order), 0)
     count_r = torch.where(real, count_r, 0)
-    value = torch.sum(count_r * t_sorted + torch.where(real, sum_r, 0))
+    value = torch.sum(count_r.to(t.dtype) * t_sorted + torch.where(real, sum_r, 0).to(t.dtype))
     count = int(count_r.sum())
-    grad_t = torch.zeros_like(t).scatter_(1, order, count_r)
-    grad_x = torch.where(neg_mask, per_negative, 0).to(x.dtype)
+    grad_t = torch.zeros_like(count_r).scatter_(1, order, count_r)
+    grad_x = torch.where(neg_mask, per_negative, 0)
     return value, count, grad_t, grad_x

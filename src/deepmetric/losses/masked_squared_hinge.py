@@ -22,7 +22,7 @@ from .reduction_shortcut import already_reduced
 
 def _plain_masked_squared_hinge(mat, mask, sigma, beta, reduction):
     zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-    mean = torch.sum(torch.where(mask, mat, zero)) / int(torch.count_nonzero(mask))
+    mean = torch.mean(mat[mask])
     hinges = torch.nn.functional.relu(sigma * mat + beta * mean) ** 2
     kept = reduction.kept_within(hinges, mask)
     total = torch.sum(torch.where(kept, hinges, zero))
@@ -37,20 +37,26 @@ class MaskedSquaredHinge(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mat, mask, sigma, beta, reduction):
         zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-        mask_count = int(torch.count_nonzero(mask))
-        mean = torch.sum(torch.where(mask, mat, zero)) / mask_count
+        # The mean of the listed values (row-major, as the pairs are listed), so that it has the
+        # per-pair computation's bits and the hinges are zero exactly where they are there.
+        values = mat[mask]
+        mask_count = len(values)
+        mean = torch.mean(values)
         hinge = torch.add(beta * mean, mat, alpha=sigma).clamp_min_(0)
-        # (the squares are only needed to test them against the reduction's bounds)
-        kept = reduction.kept_within(hinge.square(), mask) if reduction.selects else mask
+        squares = hinge.square()
+        kept = reduction.kept_within(squares, mask) if reduction.selects else mask
         kept_count = torch.count_nonzero(kept)
         kept_hinge = torch.where(kept, hinge, zero).flatten()
-        total = torch.dot(kept_hinge, kept_hinge)
+        # Rounded squares added up in float32 at least and rounded once, as a mean of the
+        # listed squares is.
+        acc = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
+        total = torch.sum(torch.where(kept, squares, zero), dtype=acc)
         # Python numbers, as in the plain reduction: a float16 tensor cannot hold a large count.
         factor = 1 / max(int(kept_count), 1) if reduction.kind == "mean" else 1
         ctx.save_for_backward(mat, mask, kept_hinge)
         ctx.constants = (sigma, beta, reduction, mask_count, factor)
         ctx.mark_non_differentiable(kept_count)
-        return total * factor, kept_count
+        return (total * factor).to(mat.dtype), kept_count
 
     @staticmethod
     def backward(ctx, grad, _):

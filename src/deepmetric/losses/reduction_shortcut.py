@@ -82,7 +82,11 @@ def reduce_masked(losses, mask, reduction):
     count = int(torch.count_nonzero(kept))
     if count == 0:
         return already_reduced(0)
-    total = torch.sum(torch.where(kept, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)))
+    # Half precision is summed and divided in float32 and rounded once, as torch.mean does on
+    # the listed terms (rounding the sum first would differ from it in the last bit).
+    acc = torch.float32 if losses.dtype in (torch.float16, torch.bfloat16) else losses.dtype
+    zero = torch.zeros((), dtype=losses.dtype, device=losses.device)
+    total = torch.sum(torch.where(kept, losses, zero), dtype=acc)
     if reduction.kind == "mean":
         total = total / count
-    return already_reduced(total)
+    return already_reduced(total.to(losses.dtype))

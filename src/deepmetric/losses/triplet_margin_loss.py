@@ -8,6 +8,7 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
 from .hinge_triplet_sums import hinge_triplet_sums
+from .monotone_float_search import float_to_key, key_to_float, smallest_true
 from .reduction_shortcut import plain_reduction_for
 
 # Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
@@ -92,9 +93,9 @@ class TripletMarginLoss(BaseMetricLossFunction):
         # (coef * mat).sum() has exactly the gradient of the per-triplet sum; its value is
         # swapped for the directly accumulated one.
         surrogate = torch.sum(coef * mat)
-        total = value.to(mat.dtype) + (surrogate - surrogate.detach())
-        if reduction.kind == "mean":
-            total = total / count
+        divisor = count if reduction.kind == "mean" else 1
+        # (the mean is taken before rounding to the matrix's dtype, as torch.mean does)
+        total = (value / divisor).to(mat.dtype) + (surrogate - surrogate.detach()) / divisor
         return {"loss": {"losses": total, "indices": None, "reduction_type": "already_reduced"}}
 
     def _sum_count_and_coefficients(self, mat, pos_mask, neg_mask, reduction):
@@ -109,13 +110,16 @@ class TripletMarginLoss(BaseMetricLossFunction):
         sign = -1.0 if self.distance.is_inverted else 1.0
         plain = reduction.low is None and reduction.high is None
         if not self.smooth_loss and (plain or (reduction.low is not None and reduction.low >= 0)):
-            # The hinge is v = t_ij + x_ik with t = sign * d_ap + margin and x = -sign * d_an;
-            # "kept" is v > 0 (the hinge's active part) or low < v < high for a threshold.
-            work = mat.to(acc_dtype)
-            t = sign * work.gather(1, pos_idx) + self.margin
-            low = 0.0 if reduction.low is None else float(reduction.low)
+            # The hinge's argument is v = t_ij + x_ik with t = sign * d_ap + margin and
+            # x = -sign * d_an; "kept" is v > 0 (the hinge's active part) or low < v < high
+            # for a threshold, decided on x against exact per-positive bounds.
+            ap = mat.gather(1, pos_idx)
+            lower, upper = self._negative_bounds(ap, reduction)
+            x = -sign * mat.to(acc_dtype)
+            t = sign * ap.to(torch.float64) + self.margin
             value, active, grad_t, grad_x = hinge_triplet_sums(
-                t, pos_idx, pos_valid, -sign * work, neg_mask, low, reduction.high
+                t, lower.to(acc_dtype), None if upper is None else upper.to(acc_dtype),
+                pos_valid, x, neg_mask, x_values=x.to(torch.float64),
             )
             if reduction.low is None:
                 # plain sum/mean: every triplet counts, the inactive ones as zeros
@@ -142,6 +146,29 @@ class TripletMarginLoss(BaseMetricLossFunction):
             coef[s:e].scatter_add_(1, pos_idx[s:e], sign * slope.sum(dim=2))
             coef[s:e] -= sign * slope.sum(dim=1)
         return value, count, coef
+
+    def _negative_bounds(self, ap, reduction):
+        """Per (anchor, positive): exclusive bounds ``(lower, upper)`` on ``x = -sign * d_an``
+        such that a triplet is kept exactly when ``lower < x < upper`` (``upper`` None: no
+        bound). The test is the per-triplet one, ``low < relu(margin(d_ap, d_an) + margin) <
+        high`` in the matrix's dtype (low 0 for the hinge's active part), so decisions on terms
+        within rounding of a bound are the same bit for bit."""
+        sign = -1.0 if self.distance.is_inverted else 1.0
+        low = 0 if reduction.low is None else reduction.low
+        guess = (-sign * ap.to(torch.float64) - self.margin).to(ap.dtype)
+        # a few roundings of numbers of this size: brackets the bound unless it is near zero
+        slack = 16 * torch.finfo(ap.dtype).eps * (ap.abs() + abs(self.margin) + abs(low) + 1)
+
+        def hinge(x):
+            return self._per_triplet(self.distance.margin(ap, -sign * x) + self.margin)
+
+        # smallest x kept by low, minus one step: the exclusive bound
+        first_kept = smallest_true(lambda x: hinge(x) > low, guess + low, slack)
+        lower = key_to_float(float_to_key(first_kept) - 1, ap.dtype)
+        upper = None
+        if reduction.high is not None:
+            upper = smallest_true(lambda x: ~(hinge(x) < reduction.high), guess + reduction.high, slack)
+        return lower, upper
 
     def get_default_reducer(self):
         return AvgNonZeroReducer()

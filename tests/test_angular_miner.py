@@ -83,3 +83,29 @@ def test_matches_reference_with_ref_emb(dtype):
     out = ours("AngularMiner")(emb, labels, ref_emb, ref_labels)
     ref = reference_miner("AngularMiner")(emb, labels, ref_emb, ref_labels)
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
+
+
+@pytest.mark.parametrize("angle", [0, 10, 20, 30, 40, 50])
+def test_float16_selection_equals_the_per_triplet_formula(angle):
+    # The per-triplet angle in half precision is only good to a few of its ulps, so the triplets
+    # near the threshold are decided by that formula itself, in float16. Unit vectors one
+    # degree apart give many angles close to the thresholds.
+    g = torch.Generator().manual_seed(angle)
+    degrees = torch.arange(14, dtype=torch.float64).deg2rad()
+    emb = torch.stack([degrees.cos(), degrees.sin()], dim=1).half()
+    labels = torch.randint(0, 2, (14,), generator=g)
+    pdist = torch.nn.functional.pairwise_distance
+    expected = set()
+    for a in range(14):
+        for p in range(14):
+            if p == a or labels[p] != labels[a]:
+                continue
+            for n in range(14):
+                if labels[n] == labels[a]:
+                    continue
+                d_ap = pdist(emb[a : a + 1], emb[p : p + 1])
+                d_nc = pdist(emb[n : n + 1], (emb[a : a + 1] + emb[p : p + 1]) / 2)
+                if torch.atan(d_ap / (2 * d_nc)) > math.radians(angle):
+                    expected.add((a, p, n))
+    mined = AngularMiner(angle)(emb, labels)
+    assert set(zip(*(x.tolist() for x in mined))) == expected

@@ -65,8 +65,10 @@ def test_the_selected_model_is_the_best_validation_epoch_and_is_what_is_reported
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path, capsys):
-    # lr 0: the weights never change, so no epoch after the first is better
+    # lr 0 and no hidden layer (so no batch-norm statistics either): the model never changes, so
+    # no epoch after the first is better
     text = DIGITS_CONFIG.format(epochs=10).replace("name: Adam, args: {lr: 0.01}", "name: SGD, args: {lr: 0.0}")
+    text = text.replace("hidden_sizes: [32]", "hidden_sizes: []")
     text += "evaluation: {metrics: [precision_at_1], k: null, zero_shot: false, select: precision_at_1, patience: 2}\n"
     out = tmp_path / "run"
     assert main(["train", write_config(tmp_path, text), "--output", str(out)]) == 0

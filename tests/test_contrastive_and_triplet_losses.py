@@ -192,6 +192,40 @@ def test_triplet_dense_path_with_many_positives_per_anchor(reducer, distance):
     torch.testing.assert_close(g_dense, g_listed)
 
 
+def test_triplet_dense_path_counts_hinges_of_a_few_ulps():
+    # In this batch one triplet's hinge is 4.8e-8: the per-triplet computation keeps it, so
+    # AvgNonZeroReducer divides by 3334, not 3333 (a relative difference of 3e-4).
+    torch.manual_seed(1)
+    emb = torch.randn(32, 16)
+    labels = torch.arange(4).repeat_interleave(8)
+    dense = TripletMarginLoss()(emb, labels)
+    listed = TripletMarginLoss()(emb, labels, indices_tuple=lmu.get_all_triplets_indices(labels))
+    torch.testing.assert_close(dense, listed, rtol=1e-6, atol=0)
+    torch.testing.assert_close(dense, torch.tensor(0.23283029), rtol=1e-6, atol=0)  # the reference's
+
+
+@pytest.mark.parametrize("reducer", REDUCERS[:2] + REDUCERS[3:4], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("distance", [LpDistance(), CosineSimilarity()], ids=lambda d: type(d).__name__)
+def test_triplet_dense_path_decides_near_zero_hinges_exactly(reducer, distance, dtype):
+    # Embeddings on a grid tie many distances exactly, and a margin equal to one of the gaps
+    # puts many hinges within rounding of zero (or of a threshold): the counts must agree.
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        emb = torch.randint(-1, 2, (24, 6), generator=g).to(dtype)
+        emb[emb.abs().sum(1) == 0, 0] = 1
+        labels = torch.randint(0, 3, (24,), generator=g)
+        mat = distance(emb)
+        margin = float((mat[0, 1] - mat[0, 2]).abs()) + (0.1 if seed == 2 else 0.0)
+        loss = TripletMarginLoss(margin=margin, distance=distance, reducer=reducer)
+        emb.requires_grad_(True)
+        dense = loss(emb, labels)
+        (g_dense,) = torch.autograd.grad(dense, emb)
+        listed = loss(emb, labels, indices_tuple=lmu.get_all_triplets_indices(labels))
+        (g_listed,) = torch.autograd.grad(listed, emb)
+        torch.testing.assert_close(dense, listed, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(g_dense, g_listed, rtol=1e-5, atol=1e-7)
+
+
 def test_triplet_dense_path_with_reference_set(dtype):
     torch.manual_seed(1)
     emb = torch.randn(8, 5, dtype=dtype, requires_grad=True)
@@ -299,3 +333,22 @@ def test_matches_reference(name, kwargs, with_ref, dtype):
     rtol, atol = tolerance(dtype)
     torch.testing.assert_close(ours, theirs, rtol=rtol * 10, atol=atol * 10)
     torch.testing.assert_close(g_ours, g_theirs, rtol=rtol * 10, atol=atol * 10)
+
+
+@pytest.mark.parametrize("name", ["ContrastiveLoss", "IntraPairVarianceLoss", "TripletMarginLoss"])
+def test_float16_dense_path_rounds_like_the_listed_terms(name):
+    # A mean of float16 terms is accumulated in float32 and rounded once (torch.mean); the dense
+    # path must not round its sum first, or it differs from the listed terms in the last bit.
+    import deepmetric.losses as losses
+
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        emb = torch.randn(32, 8, generator=g).half()
+        labels = torch.randint(0, 5, (32,), generator=g)
+        loss = getattr(losses, name)()
+        listed_tuple = (
+            lmu.get_all_triplets_indices(labels) if name == "TripletMarginLoss"
+            else lmu.get_all_pairs_indices(labels)
+        )
+        dense, listed = loss(emb, labels), loss(emb, labels, indices_tuple=listed_tuple)
+        torch.testing.assert_close(dense, listed, rtol=1e-5, atol=0)

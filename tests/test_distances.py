@@ -232,3 +232,25 @@ def test_matches_reference(name, kwargs, dtype):
     theirs = getattr(ref_distances, name)(**kwargs)(q, r)
     rtol, atol = tolerance(dtype)
     torch.testing.assert_close(ours, theirs, rtol=max(rtol, 1e-5), atol=max(atol, 1e-5))
+
+
+def test_squared_lp_distance_of_unit_rows_has_the_plain_values_bit_for_bit(dtype):
+    # The fused node computes cdist(...) ** 2 exactly as the per-op formula does, so losses
+    # comparing these values with a margin decide exactly the same.
+    torch.manual_seed(0)
+    emb = torch.randint(-1, 2, (12, 5)).to(dtype) + 0.0
+    emb[emb.abs().sum(1) == 0, 0] = 1
+    ref = torch.randn(7, 5, dtype=dtype)
+    for q, r in ((emb, None), (emb, ref)):
+        fused = LpDistance(power=2)(q.clone().requires_grad_(True), r)
+        unit = torch.nn.functional.normalize
+        plain = torch.cdist(unit(q), unit(q if r is None else r)) ** 2
+        assert torch.equal(fused.detach(), plain)
+
+
+def test_mixed_float_dtypes_are_promoted():
+    q, r = torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64)
+    for distance in (LpDistance(), CosineSimilarity(), DotProductSimilarity(), SNRDistance()):
+        mat = distance(q, r)
+        assert mat.dtype == torch.float64
+        assert torch.equal(mat, distance(q.double(), r))

@@ -145,9 +145,10 @@ def test_ref_emb_without_ref_labels_is_rejected():
         NCALoss()(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), ref_emb=torch.randn(3, 3))
 
 
-def test_float_labels_are_rejected():
-    with pytest.raises(TypeError, match="labels"):
-        NCALoss()(torch.randn(4, 3), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+def test_float_labels_are_compared_by_value():
+    emb = torch.randn(4, 3)
+    as_float = NCALoss()(emb, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert torch.equal(as_float, NCALoss()(emb, torch.tensor([0, 0, 1, 1])))
 
 
 def test_non_finite_embeddings_are_rejected():

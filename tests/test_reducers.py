@@ -61,7 +61,8 @@ def test_threshold_statistics():
     assert reducer.num_past_filter == 3  # 3, 7, 5
     assert reducer.num_above_low == 4  # 3, 7, 13, 5
     assert reducer.num_below_high == 4  # 3, 7, 1, 5
-    assert reducer.num_above_high == 4  # the reference's name for the same count
+    # the reference's count under this name: the losses above low that are also below high
+    assert reducer.num_above_high == 3
     assert reducer.losses_size == 5
 
 

@@ -160,3 +160,16 @@ def test_large_batch_stays_linear_in_pairs():
     out = TupletMarginLoss()(emb, torch.arange(2048) % 4)
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(emb.grad).all()
+
+
+def test_terms_are_exactly_zero_where_one_plus_exp_rounds_to_one():
+    # log(1 + sum exp(...)) is exactly 0 in the reference once the sum is below half an ulp of 1;
+    # AvgNonZeroReducer counts the terms that are not.
+    from deepmetric.losses.tuplet_margin_loss import _log_one_plus_exp
+
+    z = torch.tensor([-30.0, -17.0, -15.0, 0.0])
+    out = _log_one_plus_exp(z)
+    assert out[0] == 0 and out[1] == 0  # exp(-17) = 4e-8 < 2**-24
+    assert out[2] > 0 and torch.isclose(out[3], torch.tensor(math.log(2)))
+    z64 = torch.tensor([-40.0, -30.0], dtype=torch.float64)
+    assert _log_one_plus_exp(z64)[0] == 0 and _log_one_plus_exp(z64)[1] > 0

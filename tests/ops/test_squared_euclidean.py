@@ -1,5 +1,6 @@
-"""squared_euclidean: |q|^2 + |r|^2 - 2 q.r, clamped at 0 (LpDistance(power=2))."""
+"""squared_euclidean: cdist(q, r) ** 2 bit for bit, with a closed-form gradient (LpDistance(power=2))."""
 
+import pytest
 import torch
 
 from deepmetric.ops.squared_euclidean import squared_euclidean
@@ -12,24 +13,42 @@ def test_hand_computed_and_self():
     torch.testing.assert_close(squared_euclidean(q, q), torch.tensor([[0.0, 25.0], [25.0, 0.0]]))
 
 
-def test_equals_the_definition_with_gradients(dtype):
+def test_values_are_cdist_squared_bit_for_bit(dtype):
     torch.manual_seed(0)
+    q, r = torch.randn(40, 7, dtype=dtype), torch.randn(33, 7, dtype=dtype)
+    assert torch.equal(squared_euclidean(q, r), torch.cdist(q, r) ** 2)
+
+
+def test_gradients_equal_the_definition(dtype):
+    torch.manual_seed(1)
     q = torch.randn(7, 5, dtype=dtype, requires_grad=True)
     r = torch.randn(6, 5, dtype=dtype, requires_grad=True)
     got = squared_euclidean(q, r)
     want = ((q.unsqueeze(1) - r.unsqueeze(0)) ** 2).sum(-1)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     upstream = torch.randn_like(got)
     for a, b in zip(torch.autograd.grad(got, (q, r), upstream), torch.autograd.grad(want, (q, r), upstream)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_never_negative_and_finite_gradient_at_zero_distance():
-    x = torch.randn(5, 3, dtype=torch.float64).repeat(2, 1).requires_grad_(True)
-    d = squared_euclidean(x, x)
-    assert bool((d >= 0).all())
-    (g,) = torch.autograd.grad(d.sum(), x)
+@pytest.mark.parametrize("same", [False, True])
+def test_gradcheck_second_derivatives_and_zero_distance(same):
+    torch.manual_seed(2)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ref = torch.randn(4, 3, dtype=torch.float64)
+
+    def f(a):
+        return squared_euclidean(a, a if same else ref)
+
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    twice = x.detach().repeat(2, 1).requires_grad_(True)  # rows at distance 0 from each other
+    (g,) = torch.autograd.grad(squared_euclidean(twice, twice).sum(), twice)
     assert bool(torch.isfinite(g).all())
-    ref = torch.randn(3, 3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a: squared_euclidean(a, ref), (x,))
-    assert torch.autograd.gradcheck(lambda a: squared_euclidean(a, a), (x[:4].detach().requires_grad_(),))
+
+
+def test_half_precision_is_computed_in_float32():
+    torch.manual_seed(3)
+    q, r = torch.randn(9, 4), torch.randn(8, 4)
+    half = squared_euclidean(q.half(), r.half())
+    assert half.dtype == torch.float16
+    assert torch.equal(half, torch.cdist(q.half().float(), r.half().float()).half() ** 2)

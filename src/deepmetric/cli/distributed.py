@@ -79,6 +79,10 @@ class GlobalBatches(torch.utils.data.Sampler):
     process ``rank`` of ``world_size`` yields rows ``[rank * b, (rank + 1) * b)`` of each, with
     ``b = global_batch_size / world_size``. With one process it yields the global batches whole.
 
+    A sampler that carries state from pass to pass (``MPerClassSampler`` shuffles its class
+    order in place) is put back in its first state before every pass, so that a pass depends on
+    ``(seed, epoch)`` alone and a resumed run draws what an uninterrupted one draws.
+
     The trainer calls :meth:`set_epoch` before every pass.
     """
 
@@ -93,12 +97,15 @@ class GlobalBatches(torch.utils.data.Sampler):
         self.rank = rank
         self.epoch = 0
         self._num_batches = None
+        self._first_state = sampler.state_dict() if hasattr(sampler, "state_dict") else None
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
     def global_batches(self):
         """The pass's global batches, ``(num_batches, global_batch_size)``."""
+        if self._first_state is not None:
+            self.sampler.load_state_dict(self._first_state)
         with _seeded_generators(self.seed * 1_000_003 + self.epoch):
             drawn = list(iter(self.sampler))
             if drawn and isinstance(drawn[0], (list, tuple, np.ndarray)):

@@ -45,6 +45,7 @@ class BaseDistance(ModuleWithRecords):
     def forward(self, query_emb, ref_emb=None):
         self.reset_stats()
         self.check_shapes(query_emb, ref_emb)
+        query_emb, ref_emb = self.common_dtype(query_emb, ref_emb)
         query_emb_normalized = self.maybe_normalize(query_emb)
         if ref_emb is None:
             ref_emb = query_emb
@@ -60,6 +61,15 @@ class BaseDistance(ModuleWithRecords):
                 f"expected {expected}"
             )
         return mat
+
+    @staticmethod
+    def common_dtype(query_emb, ref_emb):
+        """Both inputs in their promoted dtype (float32 with float64 -> float64), as torch's
+        elementwise operations promote; matrix products would refuse mixed dtypes."""
+        if ref_emb is None or ref_emb.dtype == query_emb.dtype:
+            return query_emb, ref_emb
+        dtype = torch.promote_types(query_emb.dtype, ref_emb.dtype)
+        return query_emb.to(dtype), ref_emb.to(dtype)
 
     def compute_mat(self, query_emb, ref_emb):
         raise NotImplementedError

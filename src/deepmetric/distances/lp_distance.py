@@ -2,7 +2,8 @@
 
 import torch
 
-from ..ops.squared_euclidean import squared_euclidean
+from ..ops.dtypes import accumulation_dtype
+from ..ops.squared_euclidean import euclidean, squared_euclidean
 from ..utils.errors import require
 from .base_distance import BaseDistance
 
@@ -11,8 +12,8 @@ class LpDistance(BaseDistance):
     """``mat[i, j] = ||q_i - r_j||_p`` (raised to ``power``).
 
     With the defaults (``p=2``, normalised rows) this is the Euclidean distance between unit
-    vectors, in ``[0, 2]``; ``LpDistance(power=2)`` is squared Euclidean, in ``[0, 4]``, computed
-    directly as ``|q|^2 + |r|^2 - 2 q.r`` (clamped at 0) instead of squaring a square root.
+    vectors, in ``[0, 2]``; ``LpDistance(power=2)`` is squared Euclidean, in ``[0, 4]``, whose
+    gradient is taken in closed form (``ops.squared_euclidean``; the same values).
     """
 
     def __init__(self, **kwargs):
@@ -25,11 +26,10 @@ class LpDistance(BaseDistance):
         return super().compute_powered_mat(query_emb, ref_emb)
 
     def compute_mat(self, query_emb, ref_emb):
-        if query_emb.dtype in (torch.float16, torch.bfloat16):
-            # cdist has no half-precision kernels everywhere; compute in float32, cast back.
-            mat = torch.cdist(query_emb.float(), ref_emb.float(), p=self.p)
-            return mat.to(query_emb.dtype)
-        return torch.cdist(query_emb, ref_emb, p=self.p)
+        if self.p == 2:
+            return euclidean(query_emb, ref_emb)
+        work = accumulation_dtype(query_emb.dtype)  # cdist has no half kernels everywhere
+        return torch.cdist(query_emb.to(work), ref_emb.to(work), p=self.p).to(query_emb.dtype)
 
     def pairwise_distance(self, query_emb, ref_emb):
         return torch.nn.functional.pairwise_distance(query_emb, ref_emb, p=self.p)

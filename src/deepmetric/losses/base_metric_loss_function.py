@@ -2,7 +2,7 @@
 
 from ..reducers.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 from ..utils import common_functions as c_f
-from ..utils.validation import check_loss_inputs
+from ..utils.validation import check_indices_tuple, check_loss_inputs, default_ref_labels
 from .mixins import EmbeddingRegularizerMixin
 
 
@@ -22,15 +22,24 @@ class BaseMetricLossFunction(EmbeddingRegularizerMixin, ModuleWithRecordsReducer
         embedding_reg_weight: its weight.
     """
 
+    # False for losses that only count how often each row occurs in ``indices_tuple`` (any
+    # number of index lists, all addressing the batch), as the reference's miner weights do.
+    indices_tuple_is_structured = True
+
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         raise NotImplementedError
 
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         self.reset_stats()
-        check_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+        check_loss_inputs(embeddings, labels, ref_emb, ref_labels, distance=self.distance)
         if labels is not None:
             labels = c_f.to_device(labels, embeddings)
+        ref_labels = default_ref_labels(labels, ref_emb, ref_labels)
         ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)
+        if isinstance(indices_tuple, (tuple, list)):
+            indices_tuple = check_indices_tuple(
+                indices_tuple, len(embeddings), len(ref_emb), self.indices_tuple_is_structured
+            )
         loss_dict = self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         self.add_embedding_regularization_to_loss_dict(loss_dict, embeddings)
         return self.reducer(loss_dict, embeddings, labels)

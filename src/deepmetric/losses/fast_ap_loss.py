@@ -24,12 +24,15 @@ class FastAPLoss(BaseMetricLossFunction):
     ``LpDistance(normalize_embeddings=True, p=2)``, any ``power`` (default squared L2).
     ``"loss"``: element, indices = the elements that have a positive.
 
-    Each distance touches only its two neighbouring centres, so the histograms are built by
-    scattering two weights per pair: O(N^2) work and memory, nothing of size N^2 x bins.
+    Each distance touches only the centres next to it, so the histograms are built by
+    scattering a few weights per pair: O(N^2) work and memory, nothing of size N^2 x bins.
 
     Args:
         num_bins: number of histogram bins (``num_bins + 1`` centres).
     """
+
+    # indices_tuple only weights rows by how often they occur in it
+    indices_tuple_is_structured = False
 
     def __init__(self, num_bins=10, **kwargs):
         super().__init__(**kwargs)

@@ -84,9 +84,10 @@ class HistogramLoss(BaseMetricLossFunction):
         with torch.no_grad():
             # The last bin is closed: a value of exactly 1 goes to the last node.
             r = torch.floor((values.float() + 1) / self.delta).clamp_(0, num_nodes - 2).long()
-        r_values = r.to(values.dtype)
-        to_upper = (values + 1 - r_values * self.delta) / self.delta
-        to_lower = ((r_values + 1) * self.delta - 1 - values) / self.delta
+        # r * delta with r an integer tensor is in the default dtype (float32), as in the
+        # reference: the node positions carry its rounding, so the weights match it bit for bit.
+        to_upper = (values + 1 - r * self.delta) / self.delta
+        to_lower = ((r + 1) * self.delta - 1 - values) / self.delta
         density = values.new_zeros(num_nodes)
         density = density.scatter_add(0, r + 1, to_upper).scatter_add(0, r, to_lower)
         return density / len(values)

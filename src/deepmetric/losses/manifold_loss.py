@@ -8,6 +8,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
+from ..utils.errors import require
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # Rows are divided by max(norm, eps), as torch.nn.functional.cosine_similarity does.
@@ -60,10 +61,10 @@ class ManifoldLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         c_f.labels_not_supported(labels, ref_labels)
-        if embeddings.shape[1] != self.l:
-            raise ValueError(
-                f"ManifoldLoss: embeddings must have width l={self.l}, got shape {tuple(embeddings.shape)}"
-            )
+        require(
+            embeddings.shape[1] == self.l,
+            f"ManifoldLoss: embeddings must have width l={self.l}, got shape {tuple(embeddings.shape)}",
+        )
         n = len(embeddings)
         proxy_of = self._proxy_assignment(indices_tuple, n, embeddings.device)
         nodes = torch.cat([embeddings, self.proxies.to(embeddings.device)], dim=0)

@@ -27,6 +27,9 @@ class NCALoss(BaseMetricLossFunction):
         softmax_scale: multiplies the similarities before the softmax (an inverse temperature).
     """
 
+    # indices_tuple only weights rows by how often they occur in it
+    indices_tuple_is_structured = False
+
     def __init__(self, softmax_scale=1, **kwargs):
         super().__init__(**kwargs)
         self.softmax_scale = softmax_scale
@@ -46,7 +49,8 @@ class NCALoss(BaseMetricLossFunction):
             indices_tuple, query_labels, dtype=dtype, using_ref=not same_set
         )
         mat = self.distance(query, reference)
-        if dtype == torch.float16:
+        mat_dtype = mat.dtype  # (the query's, or wider when the reference set is wider)
+        if mat_dtype == torch.float16:
             mat = mat.float()  # float16 logits would lose most of their precision in exp
         # similarities as they are, distances negated, folded into one multiply
         logits = mat * (self.softmax_scale if self.distance.is_inverted else -self.softmax_scale)
@@ -59,7 +63,7 @@ class NCALoss(BaseMetricLossFunction):
         kept = q != 0
         if not bool(kept.any()):
             return self.zero_losses()
-        loss = -torch.log(q[kept]).to(dtype) * miner_weights[kept]
+        loss = -torch.log(q[kept]).to(mat_dtype) * miner_weights[kept]
         return {
             "loss": {
                 "losses": loss,

@@ -71,9 +71,10 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         """``(N, num_classes)`` similarities to the normalised class vectors / temperature."""
         self._check_inputs(embeddings)
         weights = self.W if self.W.dtype == embeddings.dtype else self.W.to(embeddings.dtype)
-        if not self.distance.normalize_embeddings:
-            # (a normalising distance normalises the class vectors itself; twice is once)
-            weights = self.distance.normalize(weights, dim=0)
+        # Normalised here even when the distance normalises again, as in the reference: the
+        # second normalisation still moves the last bits, and the distance's statistics see
+        # unit class vectors.
+        weights = self.distance.normalize(weights, dim=0)
         logits = self.distance(embeddings, weights.t()) / self.temperature
         return logits if self.distance.is_inverted else -logits
 

@@ -6,7 +6,7 @@ The module keeps the reference's name, ``proxy_losses``, because users import it
 import torch
 
 from ..utils import common_functions as c_f
-from ..utils.validation import check_class_inputs
+from ..utils.validation import check_class_inputs, whole_number_labels
 from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 from .nca_loss import NCALoss
@@ -54,6 +54,9 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
+        # Labels only meet the proxies' labels 0..C-1 through equality, so floating labels with
+        # whole values select the same proxies (as in the reference).
+        labels = whole_number_labels(type(self).__name__, labels)
         self._check_inputs(embeddings, labels)
         self.cast_types(embeddings.dtype, embeddings.device)
         proxy_labels = c_f.to_device(self.proxy_labels, labels)

@@ -50,23 +50,53 @@ class ThresholdConsistentMarginLoss(BaseMetricLossFunction):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         dtype = embeddings.dtype
         # Half-precision sums over many pairs lose too much; accumulate in float32.
-        embeddings = embeddings.to(accumulation_dtype(dtype))
+        rows = embeddings.to(accumulation_dtype(dtype))
         if indices_tuple is None:
             pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
-            sim = self._cosine(embeddings, num_ref=pos_mask.shape[1])
+            sim = self._cosine(rows, num_ref=pos_mask.shape[1])
+            pos_pairs = neg_pairs = None
             pos_sims, neg_sims = sim, sim
         else:
             a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
             largest = max([int(x.max()) + 1 for x in (p, n) if len(x) > 0], default=0)
-            sim = self._cosine(embeddings, num_ref=largest)
+            sim = self._cosine(rows, num_ref=largest)
+            pos_pairs, neg_pairs = (a1, p), (a2, n)
             pos_sims, neg_sims = sim[a1, p], sim[a2, n]
             pos_mask = neg_mask = None
+        pos_sims = self._exact_near(pos_sims, pos_mask, pos_pairs, self.margin_plus, embeddings)
+        neg_sims = self._exact_near(neg_sims, neg_mask, neg_pairs, self.margin_minus, embeddings)
         pos_term = self._mean_violation(self.margin_plus - pos_sims, pos_mask)
         neg_term = self._mean_violation(neg_sims - self.margin_minus, neg_mask)
         loss = self.lambda_plus * pos_term + self.lambda_minus * neg_term
         if torch.is_tensor(loss):
             loss = loss.to(dtype)
         return {"loss": {"losses": loss, "indices": None, "reduction_type": "already_reduced"}}
+
+    @staticmethod
+    def _exact_near(sims, mask, pairs, margin, embeddings):
+        """``sims`` with the pairs within rounding of ``margin`` recomputed exactly as the
+        reference computes each pair (``F.cosine_similarity`` of the two rows), so that which
+        pairs pass the margin is decided bit for bit the same; the gradient stays that of
+        ``sims``. ``mask`` (or None) selects the pairs of a matrix ``sims``; ``pairs`` lists
+        them (for a matrix) or gives the rows of each entry (for a vector)."""
+        if embeddings.dtype not in (torch.float32, torch.float64) or sims.numel() == 0:
+            return sims  # (half precision is computed in float32: no bitwise parity to keep)
+        # The matrix product and the per-pair formula round differently, by at most a few
+        # ulps per feature.
+        tolerance = 8 * embeddings.shape[1] * torch.finfo(embeddings.dtype).eps
+        near = (sims.detach() - margin).abs() <= tolerance
+        if mask is not None:
+            near &= mask
+        where = torch.where(near)
+        first, second = where if mask is not None else (pairs[0][where[0]], pairs[1][where[0]])
+        if len(first) == 0:
+            return sims
+        exact = torch.nn.functional.cosine_similarity(
+            embeddings[first].detach(), embeddings[second].detach()
+        ).to(sims.dtype)
+        exact_full = torch.zeros_like(sims).index_put(where, exact)
+        # exact + 0 (the surrogate's value) is exact bit for bit; its gradient is that of sims.
+        return torch.where(near, exact_full + (sims - sims.detach()), sims)
 
     @staticmethod
     def _cosine(embeddings, num_ref):

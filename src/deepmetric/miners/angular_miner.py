@@ -54,7 +54,10 @@ class AngularMiner(BaseMiner):
             for a, p in positive_pair_blocks(pos_mask):
                 stats.add(angles_of(a, p), neg_mask[a])
             stats.write_to(self)
-        return select_triplets(pos_mask, neg_mask, lambda a, p: angles_of(a, p) > self.angle)
+        # Compared in the embeddings' dtype, as the per-triplet formula is (the recomputed
+        # angles near the threshold are exactly values of that dtype).
+        dtype = embeddings.dtype
+        return select_triplets(pos_mask, neg_mask, lambda a, p: angles_of(a, p).to(dtype) > self.angle)
 
     def _angle_function(self, embeddings, ref_emb):
         """``angles_of(a, p)`` -> ``(len(a), M)`` angles of the triplets ``(a, p, every n)``."""
@@ -63,6 +66,8 @@ class AngularMiner(BaseMiner):
         q_dot_r, r_dot_r = q @ r.T, r @ r.T
         r_sq = r_dot_r.diagonal()
         q_sq = (q * q).sum(dim=1)
+        # The per-triplet formula in half precision is itself only good to a few of its ulps.
+        band = max(_RECHECK_BAND, 32 * torch.finfo(embeddings.dtype).eps)
 
         def angles_of(a, p):
             d_ap = self.distance.pairwise_distance(embeddings[a], ref_emb[p]).to(work)
@@ -71,7 +76,7 @@ class AngularMiner(BaseMiner):
             d_nc_sq = r_sq.unsqueeze(0) - q_dot_r[a] - r_dot_r[p] + c_sq.unsqueeze(1)
             d_nc = d_nc_sq.clamp(min=0).sqrt()
             theta = torch.atan(d_ap.unsqueeze(1) / (2 * d_nc))
-            near = torch.where((theta - self.angle).abs() < _RECHECK_BAND)
+            near = torch.where((theta - self.angle).abs() < band)
             if len(near[0]) > 0:
                 exact = self._exact_angles(embeddings, ref_emb, a[near[0]], p[near[0]], near[1])
                 theta[near] = exact.to(theta.dtype)

@@ -5,7 +5,7 @@ import torch
 from ..distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from ..utils import common_functions as c_f
 from ..utils.errors import MissingInputError, require
-from ..utils.validation import check_loss_inputs
+from ..utils.validation import check_loss_inputs, default_ref_labels
 
 
 class BaseMiner(ModuleWithRecordsAndDistance):
@@ -61,8 +61,11 @@ class BaseMiner(ModuleWithRecordsAndDistance):
         with torch.no_grad():
             if labels is None:
                 raise MissingInputError(f"{type(self).__name__} requires labels, got None")
-            check_loss_inputs(embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values)
+            check_loss_inputs(
+                embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values, self.distance
+            )
             labels = c_f.to_device(labels, embeddings)
+            ref_labels = default_ref_labels(labels, ref_emb, ref_labels)
             ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)
             output = self.mine(embeddings, labels, ref_emb, ref_labels)
         self.output_assertion(output)

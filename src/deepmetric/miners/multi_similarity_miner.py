@@ -32,15 +32,19 @@ class MultiSimilarityMiner(BaseMiner):
         pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
         if not bool(pos_mask.any()) or not bool(neg_mask.any()):
             return empty_indices(labels.device, 4)
+        # As in the reference, positives are chosen among the cells that are not negative pairs
+        # and negatives among those that are not positive pairs: a cell that is neither (the
+        # diagonal when ref_emb comes without ref_labels) is a candidate for both.
+        pos_candidates, neg_candidates = ~neg_mask, ~pos_mask
         if embeddings is ref_emb:
             # Also when the labels are separate objects, as in the reference.
-            pos_mask.fill_diagonal_(False)
-            neg_mask.fill_diagonal_(False)
+            pos_candidates.fill_diagonal_(False)
+            neg_candidates.fill_diagonal_(False)
         inf, neg_inf = c_f.pos_inf(mat.dtype), c_f.neg_inf(mat.dtype)
         inverted = self.distance.is_inverted
         # Non-candidates are pushed to the end that never passes the test below.
-        pos_mat = mat.masked_fill(~pos_mask, inf if inverted else neg_inf)
-        neg_mat = mat.masked_fill(~neg_mask, neg_inf if inverted else inf)
+        pos_mat = mat.masked_fill(~pos_candidates, inf if inverted else neg_inf)
+        neg_mat = mat.masked_fill(~neg_candidates, neg_inf if inverted else inf)
         pos_sorted, pos_order = torch.sort(pos_mat, dim=1)
         neg_sorted, neg_order = torch.sort(neg_mat, dim=1)
         if inverted:

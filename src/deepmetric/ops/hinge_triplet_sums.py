@@ -7,9 +7,9 @@ The triplet margin loss of ``(a, p, n)`` is ``[v]_+`` with
 computed exactly so, in the matrix's dtype, by the listed (reference) formula. Write
 ``x = -s * d_an`` and ``c = s * d_ap``: then ``v = h(x) = fl(fl(c + x) + margin)``, which never
 decreases as ``x`` grows. So for each positive pair the triplets with ``low < v < high`` are the
-negatives with ``theta < x < phi`` for two thresholds that this module finds *exactly* in
-floating point (a bisection over the representable values near the real-arithmetic bound), so the
-kept set is the one the listed formula keeps, bit for bit, even for hinges of 1e-8.
+negatives with ``theta < x < phi`` for two thresholds found *exactly* in floating point
+(``ops.float_search``: a bisection over the representable values near the real-arithmetic
+bound), so the kept set is the one the listed formula keeps, bit for bit, even for hinges of 1e-8.
 
 An anchor has few positives, so each negative is placed among its anchor's sorted thresholds with
 a handful of comparisons, and per-bucket counts and sums of ``x`` give, for every positive, how
@@ -23,48 +23,12 @@ from ``O(N M P)`` comparisons on ``(N, M)`` matrices instead of the ``N x P x M`
 import torch
 
 from .dtypes import accumulation_dtype
+from .float_search import float_to_key, key_to_float, smallest_true
 from .masks import count_per_row
 
 # Up to this many positives per anchor, thresholds are counted by one comparison pass each;
 # above it, by a binary search per entry.
 _MAX_COMPARISON_PASSES = 16
-
-_ORDERED_INT = {torch.float16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
-
-
-def _to_ordered(x):
-    """Integers that order like the floats ``x`` (sign-magnitude folded into two's complement)."""
-    i = x.view(_ORDERED_INT[x.dtype])
-    return torch.where(i < 0, torch.iinfo(i.dtype).min - i, i)
-
-
-def _from_ordered(k, dtype):
-    return torch.where(k < 0, torch.iinfo(k.dtype).min - k, k).view(dtype)
-
-
-def _last_at_most(h, target, guess):
-    """Per entry, the largest float ``x`` with ``h(x) <= target`` for a non-decreasing ``h``,
-    searched near ``guess`` (the real-arithmetic answer)."""
-    dtype = guess.dtype
-    eps = torch.finfo(dtype).eps
-    spread = 8 * eps * (guess.abs() + 1)
-    lo, hi = guess - spread, guess + spread
-    # widen until h(lo) <= target < h(hi) (a few rounds at most: the spread bounds the rounding)
-    for _ in range(64):
-        bad_lo, bad_hi = h(lo) > target, h(hi) <= target
-        if not bool(bad_lo.any() or bad_hi.any()):
-            break
-        spread = spread * 4
-        lo = torch.where(bad_lo, guess - spread, lo)
-        hi = torch.where(bad_hi, guess + spread, hi)
-    lo_k, hi_k = _to_ordered(lo), _to_ordered(hi)
-    while bool((hi_k - lo_k > 1).any()):
-        mid_k = lo_k + (hi_k - lo_k) // 2
-        at_most = h(_from_ordered(mid_k, dtype)) <= target
-        lo_k = torch.where(at_most, mid_k, lo_k)
-        hi_k = torch.where(at_most, hi_k, mid_k)
-    return _from_ordered(lo_k, dtype)
-
 
 def _bounds_below(sorted_bounds, x, strictly):
     """``#(b < x)`` (or ``#(b <= x)``) per entry of ``x`` (N, M), over the row's sorted bounds."""
@@ -118,16 +82,18 @@ def _kept_triplets(mat, pos_mask, neg_mask, sign, margin, low, high):
         return (c + x) + margin
 
     inf = torch.tensor(torch.inf, dtype=acc, device=mat.device)
-    # x > theta keeps v > low; x >= phi drops v >= high. Padded positives keep nothing.
-    theta = _last_at_most(h, low, low - margin - c).to(acc)
-    theta = torch.where(pos_valid, theta, inf)
+    # a few roundings of numbers of this size: brackets the exact bound unless it is near zero
+    slack = 16 * torch.finfo(dtype).eps * (c.abs() + abs(margin) + abs(low) + 1)
+    # x > theta keeps v > low (theta: the float just below the first x that keeps it)
+    first_kept = smallest_true(lambda x: h(x) > low, low - margin - c, slack)
+    theta = key_to_float(float_to_key(first_kept) - 1, dtype).to(acc)
+    theta = torch.where(pos_valid, theta, inf)  # padded positives keep nothing
     x = (-sign * mat).to(acc)
     count_p, sum_p, per_negative = _above_bounds(theta, x, neg_mask, strictly=True)
     if high is not None:
-        # v < high (compared in the matrix's dtype) is v <= the float just below high
-        below_high = torch.nextafter(torch.tensor(high, dtype=dtype), torch.tensor(-torch.inf, dtype=dtype))
-        phi = torch.nextafter(_last_at_most(h, below_high.item(), high - margin - c).to(acc), inf)
-        # never below theta's successor: then nothing is kept (and no count goes negative)
+        # x >= phi drops v >= high; never below theta's successor (then nothing is kept, and no
+        # count goes negative)
+        phi = smallest_true(lambda x: ~(h(x) < high), high - margin - c, slack).to(acc)
         phi = torch.maximum(phi, torch.nextafter(theta, inf))
         phi = torch.where(pos_valid, phi, inf)
         over_p, over_sum_p, over_negative = _above_bounds(phi, x, neg_mask, strictly=False)

@@ -4,7 +4,7 @@ IntraPairVarianceLoss takes, over the cells of a mask (its positive or its negat
 
     h_ij = [sigma * s_ij + beta * mu]_+^2        mu = mean of s over the mask
 
-and sums the ``h`` strictly inside ``(low, high)``. Built from torch operations this is a chain
+and sums the ``h`` strictly inside ``(low, high)`` (in float32 for half-precision inputs). Built from torch operations this is a chain
 of about twenty passes over the (N, M) matrix, forward and backward; here the forward pass makes
 one pass per step and the gradient comes in closed form:
 
@@ -16,13 +16,15 @@ selection, not differentiated, as in the plain formula).
 
 import torch
 
+from .dtypes import accumulation_dtype
 from .fused_backward import replayed_gradients, wants_graph_of_gradient
 
 
 def masked_mean(mat, mask):
-    """Mean of ``mat`` over the cells of the non-empty boolean ``mask``."""
-    zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-    return torch.sum(torch.where(mask, mat, zero)) / int(torch.count_nonzero(mask))
+    """Mean of ``mat`` over the cells of the non-empty boolean ``mask``: ``torch.mean`` of the
+    values listed row by row, so that it has the bits of the per-pair computation's mean (and the
+    hinges are zero exactly where they are there)."""
+    return torch.mean(mat[mask])
 
 
 def squared_hinges(mat, mask, sigma, beta):
@@ -50,16 +52,18 @@ class _MaskedSquaredHingeSum(torch.autograd.Function):
     def forward(ctx, mat, mask, sigma, beta, low, high):
         zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
         mask_count = int(torch.count_nonzero(mask))
-        mean = torch.sum(torch.where(mask, mat, zero)) / mask_count
+        mean = masked_mean(mat, mask)
         hinge = torch.add(beta * mean, mat, alpha=sigma).clamp_min_(0)
-        # (the squares are only needed to test them against the bounds)
-        kept = _within(hinge.square(), mask, low, high) if (low, high) != (None, None) else mask
+        squares = hinge.square()
+        kept = _within(squares, mask, low, high)
         kept_count = torch.count_nonzero(kept)
         kept_hinge = torch.where(kept, hinge, zero).flatten()
+        # the rounded squares added up (in float32 at least), as a sum of the listed squares is
+        total = torch.sum(torch.where(kept, squares, zero), dtype=accumulation_dtype(mat.dtype))
         ctx.save_for_backward(mat, mask, kept_hinge)
         ctx.constants = (sigma, beta, low, high, mask_count)
         ctx.mark_non_differentiable(kept_count)
-        return torch.dot(kept_hinge, kept_hinge), kept_count
+        return total, kept_count
 
     @staticmethod
     def backward(ctx, grad, _):

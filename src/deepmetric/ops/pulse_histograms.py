@@ -2,9 +2,11 @@
 
     out[k][i, l] = sum_j masks[k][i, j] * [1 - |dist_ij - centres_l| / delta]_+
 
-Each distance falls between two neighbouring centres, so only two pulses are non-zero. Rows are
-processed in blocks and the backward pass recomputes the pulse weights, so the memory held
-between the passes is ``dist`` itself:
+In exact arithmetic only the two centres around a distance have a non-zero pulse; a distance
+within rounding of a centre also has a pulse of a few ulps on the centre beyond its neighbour,
+which the per-centre formula keeps, so four centres are visited. Rows are processed in blocks
+and the backward pass recomputes the pulse weights, so the memory held between the passes is
+``dist`` itself:
 
     d/d dist [1 - |dist - c| / delta]_+ = -sign(dist - c) / delta inside the pulse, 0 outside
 """
@@ -13,17 +15,29 @@ import torch
 
 # Rows of the distance matrix handled at once; bounds the temporaries to a few of this size.
 _BLOCK_ELEMENTS = 1 << 22
+# Offsets, from the centre just below each distance, of the centres whose pulse can be non-zero:
+# two in exact arithmetic, but a distance within rounding of a centre also gives a pulse of a
+# few ulps (and a full slope) on the centre beyond its neighbour, as the per-centre formula does.
+_NEAR_CENTRES = (-1, 0, 1, 2)
 
 
 def _pulse_weights(dist, centres, delta):
-    """The two centres around each distance and the pulse heights there (the others are 0)."""
+    """``[(centre index, pulse height, pulse slope)]`` for the centres near each distance (the
+    pulses of all other centres are exactly 0). The heights are the per-centre expression
+    ``[1 - |d - c| / delta]+`` bit for bit, the slopes its derivative where it is positive."""
     with torch.no_grad():
-        lower = torch.floor(dist / delta).clamp_(0, len(centres) - 2).long()
-    c_lo, c_hi = centres[lower], centres[lower + 1]
-    # Same expression as the triangular pulse [1 - |d - c| / delta]+, so values agree bitwise.
-    w_lo = torch.relu(1 - torch.abs(dist - c_lo) / delta)
-    w_hi = torch.relu(1 - torch.abs(dist - c_hi) / delta)
-    return lower, c_lo, c_hi, w_lo, w_hi
+        below = torch.floor(dist / delta).clamp_(0, len(centres) - 2).long()
+    zero = dist.new_zeros(())
+    out = []
+    for offset in _NEAR_CENTRES:
+        index = below + offset
+        inside = (index >= 0) & (index < len(centres))
+        index = index.clamp(0, len(centres) - 1)
+        centre = centres[index]
+        height = torch.where(inside, torch.relu(1 - torch.abs(dist - centre) / delta), zero)
+        slope = torch.where(height > 0, -torch.sign(dist - centre) / delta, zero)
+        out.append((index, height, slope))
+    return out
 
 
 def _row_blocks(num_rows, num_cols):
@@ -33,17 +47,15 @@ def _row_blocks(num_rows, num_cols):
 
 
 class _PulseHistograms(torch.autograd.Function):
-
     @staticmethod
     def forward(ctx, dist, masks, centres, delta):
         num_rows, num_cols = dist.shape
         hists = [dist.new_zeros(num_rows, len(centres)) for _ in masks]
         zero = dist.new_zeros(())
         for rows in _row_blocks(num_rows, num_cols):
-            lower, _, _, w_lo, w_hi = _pulse_weights(dist[rows], centres, delta)
-            for hist, mask in zip(hists, masks):
-                hist[rows].scatter_add_(1, lower, torch.where(mask[rows], w_lo, zero))
-                hist[rows].scatter_add_(1, lower + 1, torch.where(mask[rows], w_hi, zero))
+            for index, height, _ in _pulse_weights(dist[rows], centres, delta):
+                for hist, mask in zip(hists, masks):
+                    hist[rows].scatter_add_(1, index, torch.where(mask[rows], height, zero))
         ctx.save_for_backward(dist, centres)
         ctx.masks, ctx.delta = masks, delta
         return tuple(hists)
@@ -55,15 +67,12 @@ class _PulseHistograms(torch.autograd.Function):
         grad = torch.zeros_like(dist)
         zero = dist.new_zeros(())
         for rows in _row_blocks(*dist.shape):
-            lower, c_lo, c_hi, w_lo, w_hi = _pulse_weights(dist[rows], centres, delta)
-            # d/dd [1 - |d - c| / delta]+ = -sign(d - c) / delta inside the pulse, 0 outside.
-            slope_lo = torch.where(w_lo > 0, -torch.sign(dist[rows] - c_lo) / delta, zero)
-            slope_hi = torch.where(w_hi > 0, -torch.sign(dist[rows] - c_hi) / delta, zero)
+            near = _pulse_weights(dist[rows], centres, delta)
             for grad_hist, mask in zip(grad_hists, ctx.masks):
                 if grad_hist is None:
                     continue
                 g = grad_hist[rows]
-                pair_grad = g.gather(1, lower) * slope_lo + g.gather(1, lower + 1) * slope_hi
+                pair_grad = sum(g.gather(1, index) * slope for index, _, slope in near)
                 grad[rows] += torch.where(mask[rows], pair_grad, zero)
         return grad, None, None, None
 

@@ -19,6 +19,11 @@ class ThresholdReducer(BaseReducer):
             low is not None or high is not None,
             "ThresholdReducer needs at least one of low and high",
         )
+        require(
+            low is None or high is None or low < high,
+            f"ThresholdReducer keeps losses strictly between low and high, so it needs low < high, "
+            f"got low={low}, high={high} (no loss could ever be kept)",
+        )
         self.low = low
         self.high = high
         self.add_to_recordable_attributes(list_of_names=["low", "high"], is_stat=False)
@@ -40,8 +45,9 @@ class ThresholdReducer(BaseReducer):
                 self.num_above_low = losses.count(low=self.low)
             if self.high is not None:
                 self.num_below_high = losses.count(high=self.high)
-                # The reference writes this count under a misleading name; keep it for parity.
-                self.num_above_high = self.num_below_high
+                # The reference records, under this misleading name, how many of the losses
+                # above low are below high (and leaves num_below_high at 0); kept for parity.
+                self.num_above_high = num_past_filter
         if num_past_filter >= 1:
             return (total / num_past_filter).to(losses.dtype)
         return self.zero_loss(embeddings)

@@ -26,7 +26,13 @@ class ShapeError(ArgumentError, IndexError, RuntimeError):
     ``RuntimeError`` from indexing or a matrix product)."""
 
 
-class OutOfRangeError(ArgumentError, IndexError, RuntimeError):
+class IndexArgumentError(ArgumentError, IndexError, RuntimeError):
+    """A bad index argument: an index out of range, index lists of mismatched lengths, or
+    labels that must index classes but are not integers. It also subclasses ``IndexError`` and
+    ``RuntimeError``, what torch raises deep inside for the same mistakes."""
+
+
+class OutOfRangeError(IndexArgumentError):
     """A label, index or ``k`` outside its valid range (the reference: ``IndexError`` from
     indexing, or ``RuntimeError`` from ``one_hot``, ``scatter`` or ``topk``)."""
 
@@ -60,13 +66,6 @@ class DtypeError(TypeError, IndexError, RuntimeError):
     fails inside torch with ``IndexError`` or ``RuntimeError``."""
 
 
-def require(condition, message, error=ArgumentError):
-    """Raise ``error`` (default :class:`ArgumentError`) with ``message`` unless ``condition``
-    holds."""
-    if not condition:
-        raise error(message)
-
-
 class SearchInputError(ArgumentError, RuntimeError, IndexError):
     """Embeddings, ``k`` or a cluster count that a nearest-neighbour search, a k-means run or an
     evaluation cannot use (wrong shape, empty, too few points, NaN).
@@ -84,3 +83,10 @@ class IndexFileError(ValueError, RuntimeError):
 
 class IndexFileNotFoundError(IndexFileError, FileNotFoundError):
     """The index file to load does not exist (faiss raises ``RuntimeError`` there)."""
+
+
+def require(condition, message, error=ArgumentError):
+    """Raise ``error`` (default :class:`ArgumentError`) with ``message`` unless ``condition``
+    holds."""
+    if not condition:
+        raise error(message)

@@ -6,19 +6,29 @@ reference fails on the same input with another type, the error also subclasses t
 ``deepmetric.utils.errors``).
 """
 
+import warnings
+
 import torch
 
-from .errors import DtypeError, MissingInputError, NotATensorError, OutOfRangeError, ShapeError
+from .errors import (
+    DtypeError,
+    IndexArgumentError,
+    MissingInputError,
+    NotATensorError,
+    OutOfRangeError,
+    ShapeError,
+)
 
 
-def check_embeddings(x, name="embeddings", allow_empty=False, check_values=True):
+def check_embeddings(x, name="embeddings", allow_empty=False, check_values=True, ndim=2):
     """A floating-point tensor of shape ``(N, D)`` with finite values (``check_values=False``:
-    shape and dtype only, for callers that never read the values)."""
+    shape and dtype only, for callers that never read the values). ``ndim=None`` leaves the
+    number of dimensions to the caller (at least one: a row per sample)."""
     if not torch.is_tensor(x):
         raise NotATensorError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
         raise DtypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
-    if x.ndim != 2:
+    if (ndim is not None and x.ndim != ndim) or x.ndim == 0:
         raise ShapeError(
             f"{name} must be 2-D of shape (batch_size, embedding_size), got shape {tuple(x.shape)}"
         )
@@ -27,16 +37,20 @@ def check_embeddings(x, name="embeddings", allow_empty=False, check_values=True)
     # x * 0 is 0 where x is finite and NaN where it is not; its sum cannot overflow. This is
     # several times faster than isfinite(x).all() and runs on every loss and miner call.
     if check_values and not bool(torch.isfinite((x.detach() * 0).sum())):
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).sum())
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} of {x.shape[0]} rows)")
 
 
 def check_labels(labels, num_rows, name="labels", rows_name="embeddings"):
-    """A 1-D integer (or bool) tensor with one label per row of ``rows_name``."""
+    """A 1-D real tensor (integer, bool or floating) with one label per row of ``rows_name``.
+
+    Labels are only compared for equality here, so floating labels are accepted (as the
+    reference accepts them); code that indexes with labels checks :func:`check_index_labels`.
+    """
     if not torch.is_tensor(labels):
         raise NotATensorError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise DtypeError(f"{name} must have an integer dtype, got {labels.dtype}")
+    if labels.dtype.is_complex:
+        raise DtypeError(f"{name} must have a real dtype, got {labels.dtype}")
     if labels.ndim != 1:
         raise ShapeError(f"{name} must be 1-D of shape (batch_size,), got shape {tuple(labels.shape)}")
     if labels.shape[0] != num_rows:
@@ -45,30 +59,99 @@ def check_labels(labels, num_rows, name="labels", rows_name="embeddings"):
         )
 
 
-def check_same_width(query, ref, query_name="embeddings", ref_name="ref_emb"):
-    if query.shape[1] != ref.shape[1]:
-        raise ShapeError(
-            f"{query_name} and {ref_name} must have the same width: {query_name} has "
-            f"{query.shape[1]} columns, {ref_name} has {ref.shape[1]}"
+def check_index_labels(owner, labels, name="labels"):
+    """Labels that index something (a class's weight, proxy or row) must be integers; torch
+    would raise an obscure ``IndexError``/``RuntimeError`` deep inside, which the error here
+    also subclasses."""
+    if labels is not None and (labels.dtype.is_floating_point or labels.dtype == torch.bool):
+        raise IndexArgumentError(
+            f"{owner} uses {name} as class indices, so they must have an integer dtype, "
+            f"got {labels.dtype}"
         )
 
 
-def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True):
-    """The checks every metric loss (and miner) applies before computing anything."""
-    check_embeddings(embeddings, "embeddings", check_values=check_values)
+def check_same_width(query, ref, query_name="embeddings", ref_name="ref_emb"):
+    if query.shape[1:] != ref.shape[1:]:
+        width = lambda x: f"{x.shape[1]} columns" if x.ndim == 2 else f"shape {tuple(x.shape)}"  # noqa: E731
+        raise ShapeError(
+            f"{query_name} and {ref_name} must have the same width: {query_name} has "
+            f"{width(query)}, {ref_name} has {width(ref)}"
+        )
+
+
+def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True, distance=None):
+    """The checks every metric loss (and miner) applies before computing anything.
+
+    Embeddings must be 2-D unless ``distance`` accepts them: a distance that overrides
+    ``check_shapes`` decides which shapes it can compare (the default one raises).
+    """
+    if distance is not None and torch.is_tensor(embeddings) and (
+        embeddings.ndim != 2 or (torch.is_tensor(ref_emb) and ref_emb.ndim != 2)
+    ):
+        try:
+            distance.check_shapes(embeddings, ref_emb)
+        except ValueError as e:
+            message = f"{type(distance).__name__} cannot compare these embeddings: {e}"
+            try:
+                named = type(e)(message)
+            except Exception:  # noqa: BLE001 - an exception type with another signature
+                raise e from None
+            raise named from e
+        ndim = None
+    else:
+        ndim = 2
+    check_embeddings(embeddings, "embeddings", check_values=check_values, ndim=ndim)
     if labels is not None:
         check_labels(labels, embeddings.shape[0], "labels", "embeddings")
     if ref_emb is None:
         return
-    check_embeddings(ref_emb, "ref_emb", check_values=check_values)
+    check_embeddings(ref_emb, "ref_emb", check_values=check_values, ndim=ndim)
     check_same_width(embeddings, ref_emb)
     if ref_labels is not None:
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
-    elif labels is not None:
+
+
+def default_ref_labels(labels, ref_emb, ref_labels):
+    """The reference labels to use when ``ref_emb`` comes without ``ref_labels``.
+
+    The reference library then compares ``labels`` with themselves (and, taking the reference
+    set for the batch, leaves out the diagonal): row ``j`` of ``ref_emb`` gets ``labels[j]``.
+    That only makes sense when ``ref_emb`` has one row per label, so other sizes are an error
+    (the reference crashes with an ``IndexError`` or an ``AttributeError``, or silently ignores
+    the extra rows).
+    Returns ``labels`` itself (the same object, which marks the same-set case) or
+    ``ref_labels`` unchanged.
+    """
+    if ref_emb is None or ref_labels is not None or labels is None:
+        return ref_labels
+    if ref_emb.shape[0] != labels.shape[0]:
+        # the reference fails with an IndexError (pair losses) or an AttributeError (NCALoss)
         raise MissingInputError(
-            "ref_emb was given with labels but without ref_labels: pass ref_labels so that "
-            "query labels are compared with the reference set's labels"
+            f"ref_emb was given without ref_labels, so labels would label its rows, but ref_emb "
+            f"has {ref_emb.shape[0]} rows and labels has {labels.shape[0]} entries: pass ref_labels"
         )
+    warnings.warn(
+        "ref_emb was given without ref_labels: labels are used for ref_emb's rows too and "
+        "row i of ref_emb is not paired with row i of embeddings (as in "
+        "pytorch-metric-learning); pass ref_labels to compare with the reference set's own labels",
+        stacklevel=3,
+    )
+    return labels
+
+
+def whole_number_labels(owner, labels):
+    """Floating ``labels`` holding whole numbers, as integers (others are returned as given);
+    any other floating label cannot name a class: :class:`IndexArgumentError`."""
+    if labels is None or not labels.dtype.is_floating_point:
+        return labels
+    whole = torch.isfinite(labels) & (labels == torch.round(labels))
+    if not bool(whole.all()):
+        shown = ", ".join(str(v) for v in labels[~whole][:5].tolist())
+        raise IndexArgumentError(
+            f"{owner} compares labels with class indices, so floating labels must hold whole "
+            f"numbers, got {shown}"
+        )
+    return labels.long()
 
 
 def check_class_inputs(owner, embeddings, labels, num_classes, embedding_size):
@@ -79,6 +162,7 @@ def check_class_inputs(owner, embeddings, labels, num_classes, embedding_size):
             f"{owner} was built with embedding_size={embedding_size}, but embeddings have "
             f"{embeddings.shape[-1]} columns (shape {tuple(embeddings.shape)})"
         )
+    check_index_labels(owner, labels)
     if labels is None or labels.numel() == 0:
         return
     low, high = torch.aminmax(labels)  # one reduction: this runs on every call of these losses
@@ -90,3 +174,61 @@ def check_class_inputs(owner, embeddings, labels, num_classes, embedding_size):
             f"{owner} labels must be class indices in [0, {num_classes}) "
             f"(num_classes={num_classes}), got {shown}"
         )
+
+
+def check_indices_tuple(indices_tuple, num_rows, num_ref_rows, structured=True):
+    """A miner's output: triplets ``(a, p, n)`` or pairs ``(a1, p, a2, n)`` of 1-D integer
+    tensors, each list as long as its partner, anchors indexing the ``num_rows`` embeddings
+    and the others the ``num_ref_rows`` reference rows. ``structured=False`` (a loss that only
+    counts how often each row occurs) takes lists of any lengths, and any number of them (all
+    indexing the embeddings unless there are 3 or 4).
+
+    Anything else raises :class:`IndexArgumentError`, also an ``IndexError``/``RuntimeError``
+    like torch's own. Negative indices are out of range too: a miner numbers rows from 0, and
+    the reference gives them no consistent meaning (some losses index with them, others compare
+    them with anchors).
+    """
+    is_sequence = isinstance(indices_tuple, (tuple, list))
+    if not is_sequence or (structured and len(indices_tuple) not in (3, 4)):
+        raise IndexArgumentError(
+            "indices_tuple must be a tuple of 3 index tensors (anchors, positives, negatives) or "
+            "of 4 (anchors, positives, anchors, negatives), got "
+            + (f"a tuple of {len(indices_tuple)}" if is_sequence else type(indices_tuple).__name__)
+        )
+    if len(indices_tuple) == 3:
+        names = ("a", "p", "n")
+    elif len(indices_tuple) == 4:
+        names = ("a1", "p", "a2", "n")
+    else:
+        names = tuple(str(i) for i in range(len(indices_tuple)))
+    checked = []
+    for name, idx in zip(names, indices_tuple):
+        where = f"indices_tuple entry {name!r}"
+        if not torch.is_tensor(idx) or idx.dtype.is_floating_point or idx.dtype.is_complex or (
+            idx.dtype == torch.bool
+        ):
+            kind = idx.dtype if torch.is_tensor(idx) else type(idx).__name__
+            raise IndexArgumentError(f"{where} must be an integer tensor, got {kind}")
+        if idx.ndim != 1:
+            raise IndexArgumentError(f"{where} must be 1-D, got shape {tuple(idx.shape)}")
+        anchor = not name.startswith(("p", "n"))
+        size = num_rows if anchor else num_ref_rows
+        rows = "embeddings" if anchor else "ref_emb (the embeddings without one)"
+        if idx.numel() > 0:
+            low, high = torch.aminmax(idx)  # one reduction: this runs on every mined call
+            low, high = int(low), int(high)
+            if low < 0 or high >= size:
+                raise IndexArgumentError(
+                    f"{where} holds index {low if low < 0 else high}, out of range [0, {size}) "
+                    f"for the {size} rows of {rows}"
+                )
+        checked.append(idx)
+    if structured:
+        partners = [(0, 1), (1, 2)] if len(checked) == 3 else [(0, 1), (2, 3)]
+        for i, j in partners:
+            if len(checked[i]) != len(checked[j]):
+                raise IndexArgumentError(
+                    f"indices_tuple entries {names[i]!r} and {names[j]!r} must have the same "
+                    f"length, got {len(checked[i])} and {len(checked[j])}"
+                )
+    return list(checked) if isinstance(indices_tuple, list) else tuple(checked)

@@ -14,6 +14,7 @@ inputs. Nothing is written before the whole run has been built, so a config erro
 folder behind.
 """
 
+import functools
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from ..training.seeding import seed_everything
+from ..utils import common_functions as c_f
 from . import components, report
 from .config import ConfigError, component, dump_config, load_config, one_line
 from .data import build_data, read_queries
@@ -77,6 +79,21 @@ def retrieval_metrics(embeddings, labels, config):
         m for m in result if m not in evaluation["metrics"]
     ]
     return {name: float(result[name]) for name in ordered}  # in the config's order
+
+
+def _keeps_callers_library_generator(command):
+    """A run seeds a private numpy generator for the samplers (``c_f.NUMPY_RANDOM``); a caller
+    that runs a command in-process gets its own generator back afterwards."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        saved = c_f.NUMPY_RANDOM
+        try:
+            return command(*args, **kwargs)
+        finally:
+            c_f.NUMPY_RANDOM = saved
+
+    return run
 
 
 class Run:
@@ -190,6 +207,7 @@ def folder_state(output):
     return "other" if os.listdir(output) else "empty"
 
 
+@_keeps_callers_library_generator
 def train_command(
     config_path,
     output,
@@ -598,6 +616,7 @@ def _section(run, section):
     return section
 
 
+@_keeps_callers_library_generator
 def evaluate_command(output, section=None, log=print):
     """``deepmetric evaluate``: re-embed the sections with the selected model and recompute their
     metrics; writes and returns ``{section: metrics}``."""
@@ -612,6 +631,7 @@ def evaluate_command(output, section=None, log=print):
     return results
 
 
+@_keeps_callers_library_generator
 def search_command(output, queries, k=5, section=None, log=print):
     """``deepmetric search``: nearest items of a section for each query (an item number or a file)."""
     run = _restored_run(output)

@@ -4,9 +4,9 @@ IntraPairVarianceLoss takes, over the cells of a mask (its positive or its negat
 
     h_ij = [sigma * s_ij + beta * mu]_+^2        mu = mean of s over the mask
 
-and sums the ``h`` strictly inside ``(low, high)`` (in float32 for half-precision inputs). Built from torch operations this is a chain
-of about twenty passes over the (N, M) matrix, forward and backward; here the forward pass makes
-one pass per step and the gradient comes in closed form:
+and sums the ``h`` strictly inside ``(low, high)`` (in float32 for half-precision inputs). Built
+from torch operations this is a chain of about twenty passes over the (N, M) matrix, forward and
+backward; here the forward pass makes one pass per step and the gradient comes in closed form:
 
     d total / d s_ij = 2 * (sigma * r_ij + beta * sum(r) / |mask| * [ij in mask])
 

@@ -38,7 +38,7 @@ def workload(backend, n):
 
     x = _data(n)
     if backend == "deepmetric ExactKNN":
-        from deepmetric.utils.knn import ExactKNN
+        from deepmetric.evaluation.knn import ExactKNN
 
         knn = ExactKNN()
         return lambda: knn(x, K, x, True)

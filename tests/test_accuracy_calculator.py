@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import requires_reference
+from deepmetric.evaluation.kmeans import TorchKMeans
 from deepmetric.utils import accuracy_calculator as ac
 from deepmetric.utils import common_functions as c_f
 from deepmetric.utils.accuracy_calculator import AccuracyCalculator
-from deepmetric.utils.kmeans import TorchKMeans
 
 CPU = torch.device("cpu")
 KNN_METRICS = (
@@ -717,3 +717,66 @@ def test_nmi_without_faiss_within_half_a_percent_of_the_references_on_average(mo
             for name in gaps:
                 gaps[name].append(abs(a[name] - b[name]))
     assert mean(gaps["NMI"]) <= 0.005 and mean(gaps["AMI"]) <= 0.005
+
+
+# ------------------------------------------------------------------- per-query metrics, public
+def test_per_query_accuracy_from_neighbours_and_from_ranks_is_the_worked_example():
+    # The spec's example; the last query (label 0) has no positive among its neighbours.
+    c = calc()
+    names = ["precision_at_1", "r_precision", "mean_average_precision_at_r"]
+    from_labels = c.per_query_accuracy(names, 5, EX_QUERY, EX_COUNTS, False, knn_labels=EX_KNN)
+    # Ranks of each query's relevant neighbours among its five (the rest lie beyond them).
+    inf = float("inf")
+    ranks = torch.tensor(
+        [[2, 3, inf], [1, 3, 4], [5, inf, inf], [1, 3, 5], [3, inf, inf], [inf, inf, inf]], dtype=torch.float64
+    )
+    from_ranks = c.per_query_accuracy(names, 5, EX_QUERY, EX_COUNTS, False, ranks=ranks)
+    for name in names:
+        np.testing.assert_allclose(from_labels[name].numpy(), EX_EXPECTED[name], rtol=1e-15, err_msg=name)
+        assert torch.equal(from_labels[name], from_ranks[name]), name
+
+
+def test_per_query_accuracy_refuses_metrics_without_a_formula_and_ambiguous_inputs():
+    c = WithCustomMetrics(device=CPU, exclude=("NMI", "AMI"))
+    assert c.computes_per_query("precision_at_1") and not c.computes_per_query("precision_at_2")
+    with pytest.raises(ValueError, match="precision_at_2"):
+        c.per_query_accuracy(["precision_at_2"], 5, EX_QUERY, EX_COUNTS, False, knn_labels=EX_KNN)
+    with pytest.raises(ValueError, match="exactly one of knn_labels and ranks"):
+        c.per_query_accuracy(["precision_at_1"], 5, EX_QUERY, EX_COUNTS, False)
+
+
+def test_a_metric_marked_computed_per_query_is_computed_without_calling_its_method():
+    from deepmetric.evaluation.retrieval_metrics import computed_per_query
+
+    class Marked(AccuracyCalculator):
+        @computed_per_query("recall", 3)
+        def calculate_hit_at_three(self, **kwargs):
+            raise AssertionError("a marked metric is computed from ranks, not called")
+
+        def requires_knn(self):
+            return super().requires_knn() + ["hit_at_three"]
+
+    x, labels = clustered(90, 4, 5, seed=3, noise=2.0)
+    marked = Marked(device=CPU, include=("hit_at_three",)).get_accuracy(x, labels)
+    plain = calc(include=("recall_at_3",)).get_accuracy(x, labels)
+    assert marked["hit_at_three"] == plain["recall_at_3"]
+    assert 0 < plain["recall_at_3"] < 1
+
+
+def test_an_unmarked_override_receives_the_references_arguments():
+    seen = {}
+
+    class Spy(AccuracyCalculator):
+        def calculate_mean_average_precision_at_r(self, **kwargs):
+            seen.update(kwargs)
+            return super().calculate_mean_average_precision_at_r(**kwargs)
+
+    x, labels = clustered(60, 3, 4, seed=5, noise=2.0)
+    ours = Spy(device=CPU, include=("mean_average_precision_at_r",), k="max_bin_count").get_accuracy(x, labels)
+    plain = calc(include=("mean_average_precision_at_r",), k="max_bin_count").get_accuracy(x, labels)
+    expected = {"knn_labels", "knn_distances", "query_labels", "label_counts", "not_lone_query_mask",
+                "lone_query_labels", "ref_includes_query", "query", "reference", "reference_labels",
+                "label_comparison_fn"}
+    assert expected <= set(seen)
+    assert seen["knn_labels"].shape == (60, int(seen["label_counts"][1].max()) - 1)
+    assert ours == pytest.approx(plain, rel=1e-12)

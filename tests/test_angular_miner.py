@@ -6,7 +6,8 @@ from _miner_helpers import as_set, ours, random_batch, reference_miner
 
 from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance
-from deepmetric.miners import AngularMiner, _blocked_triplets
+from deepmetric.miners import AngularMiner
+from deepmetric.ops import blocked_triplets as _blocked_triplets
 from deepmetric.utils.errors import ArgumentError
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepmetric.utils import checkpoint as ckpt
+from deepmetric.training import checkpoint as ckpt
+from deepmetric.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from deepmetric.utils import common_functions as c_f
-from deepmetric.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _names(folder):

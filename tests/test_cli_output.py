@@ -148,3 +148,16 @@ def test_readme_config_keys_are_the_defaults():
     for key in DEFAULT_CONFIG["evaluation"]:
         assert re.search(rf"^  {key}:", block, re.M), key
     assert "name: Glyphs" in block and "m: 4" in block and "epochs: 8" in block
+
+
+def test_commands_run_in_process_give_the_caller_its_library_generator_back(tmp_path):
+    # the run seeds a private generator for the samplers; a test (or a notebook) that calls the
+    # command functions directly must not be left with it
+    from deepmetric.utils import common_functions as c_f
+
+    mine = c_f.NUMPY_RANDOM
+    run = tmp_path / "run"
+    pipeline.train_command(digits_config(tmp_path, 1), str(run), quiet=True)
+    assert c_f.NUMPY_RANDOM is mine
+    pipeline.evaluate_command(str(run), log=lambda *a: None)
+    assert c_f.NUMPY_RANDOM is mine

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-import deepmetric.losses.triplet_margin_loss as triplet_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity, LpDistance, SNRDistance
 from deepmetric.losses import ContrastiveLoss, TripletMarginLoss
+from deepmetric.ops import blocked_triplets
 from deepmetric.reducers import (
     AvgNonZeroReducer,
     DoNothingReducer,
@@ -161,7 +161,7 @@ REDUCERS = [
 ])
 def test_triplet_dense_path_equals_per_triplet_path(reducer, kwargs, dtype, monkeypatch):
     # A tiny block forces several blocks, so block boundaries are exercised too.
-    monkeypatch.setattr(triplet_module, "_CELLS_PER_BLOCK", 50)
+    monkeypatch.setattr(blocked_triplets, "CELLS_PER_BLOCK", 50)
     torch.manual_seed(0)
     emb = torch.randn(24, 5, dtype=dtype, requires_grad=True)
     labels = torch.randint(0, 4, (24,))

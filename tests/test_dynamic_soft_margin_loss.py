@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-import deepmetric.losses.dynamic_soft_margin_loss as dsm_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.losses import DynamicSoftMarginLoss
 from deepmetric.losses.dynamic_soft_margin_loss import find_hard_negatives
 from deepmetric.miners import MultiSimilarityMiner, TripletMarginMiner
+from deepmetric.ops import blocked_triplets
 from deepmetric.reducers import DoNothingReducer
 from deepmetric.utils import loss_and_miner_utils as lmu
 
@@ -127,7 +127,7 @@ def test_no_triplets_and_single_pairs_give_attached_zero():
 
 @pytest.mark.parametrize("with_ref", [False, True])
 def test_blocked_path_equals_listed_triplets(with_ref, dtype, monkeypatch):
-    monkeypatch.setattr(dsm_module, "_CELLS_PER_BLOCK", 64)
+    monkeypatch.setattr(blocked_triplets, "CELLS_PER_BLOCK", 64)
     torch.manual_seed(1)
     emb = torch.randn(24, 5, dtype=dtype, requires_grad=True)
     labels = torch.randint(0, 4, (24,))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from _ranking_helpers import assert_same_as_reference, grad_of
 
-import deepmetric.losses.fast_ap_loss as fast_ap_module
+import deepmetric.ops.pulse_histograms as pulse_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import CosineSimilarity, LpDistance
 from deepmetric.losses import FastAPLoss
@@ -79,31 +79,10 @@ def test_blocked_rows_give_the_same_values_and_gradients(monkeypatch):
     labels = torch.randint(0, 4, (37,))
     whole = FastAPLoss()(emb, labels)
     g_whole = grad_of(whole, emb)
-    monkeypatch.setattr(fast_ap_module, "_BLOCK_ELEMENTS", 100)  # 2 rows per block
+    monkeypatch.setattr(pulse_module, "_BLOCK_ELEMENTS", 100)  # 2 rows per block
     blocked = FastAPLoss()(emb, labels)
     torch.testing.assert_close(blocked, whole)
     torch.testing.assert_close(grad_of(blocked, emb), g_whole)
-
-
-def test_pulse_histograms_gradcheck():
-    torch.manual_seed(1)
-    # keep values away from the centres, where the pulses have kinks
-    dist = (torch.randint(0, 4, (5, 6)) + 0.1 + 0.8 * torch.rand(5, 6)).double().requires_grad_(True)
-    masks = (torch.rand(5, 6) > 0.5, torch.rand(5, 6) > 0.2)
-    centres = torch.linspace(0, 4, 5, dtype=torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda d: fast_ap_module._PulseHistograms.apply(d, masks, centres, 1.0), (dist,)
-    )
-
-
-def test_pulse_histograms_match_dense_pulses():
-    torch.manual_seed(2)
-    dist = 4 * torch.rand(7, 9, dtype=torch.float64)
-    mask = torch.rand(7, 9) > 0.3
-    centres = torch.linspace(0, 4, 11, dtype=torch.float64)
-    (hist,) = fast_ap_module._PulseHistograms.apply(dist, (mask,), centres, 0.4)
-    pulses = torch.relu(1 - (dist.unsqueeze(-1) - centres).abs() / 0.4)
-    torch.testing.assert_close(hist, (pulses * mask.unsqueeze(-1)).sum(1))
 
 
 def test_gradcheck_of_the_loss():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_trainer_resume import assert_same, build, weights  # noqa: I001 (tests/ is on sys.path)
 
-from deepmetric.utils import checkpoint as ckpt
+from deepmetric.training import checkpoint as ckpt
 
 EPOCHS = 4
 ITERATIONS = 4  # 32 samples, batches of 8

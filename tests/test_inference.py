@@ -9,6 +9,7 @@ import torch
 
 from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, LpDistance, SNRDistance
+from deepmetric.evaluation.knn import ExactKNN
 from deepmetric.utils import inference
 from deepmetric.utils.inference import (
     CustomKNN,
@@ -18,7 +19,6 @@ from deepmetric.utils.inference import (
     MatchFinder,
     return_results,
 )
-from deepmetric.utils.knn import ExactKNN
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed")
 
@@ -530,7 +530,7 @@ def test_saving_replaces_the_file_atomically(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    import deepmetric.utils._index_files as index_files
+    import deepmetric.evaluation._index_files as index_files
 
     monkeypatch.setattr(index_files.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):

@@ -9,9 +9,9 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from conftest import requires_reference
-from deepmetric.utils._faiss_random import FaissRandomGenerator, rand_perm_prefix
+from deepmetric.evaluation._faiss_random import FaissRandomGenerator, rand_perm_prefix
+from deepmetric.evaluation.kmeans import TorchKMeans
 from deepmetric.utils.errors import SearchInputError
-from deepmetric.utils.kmeans import TorchKMeans
 
 
 def blobs(n=3000, centers=12, std=1.5, seed=0, dim=16):

@@ -11,7 +11,7 @@ from deepmetric.distances import (
     LpDistance,
     SNRDistance,
 )
-from deepmetric.utils.knn import ExactKNN, exact_knn
+from deepmetric.evaluation.knn import ExactKNN, exact_knn
 
 
 def brute_force(distance, query, k, reference, ref_includes_query=False):
@@ -187,8 +187,8 @@ def test_bad_constructor_arguments_are_rejected():
 
 
 def test_block_size_bounds_the_score_matrix(monkeypatch):
-    import deepmetric.utils.knn as knn_module
-    from deepmetric.utils._knn_scores import Scorer
+    import deepmetric.evaluation.knn as knn_module
+    from deepmetric.evaluation._knn_scores import Scorer
 
     shapes = []
     original = Scorer.ascending_keys
@@ -347,7 +347,7 @@ def test_cosine_near_ties_follow_the_exact_products():
 
 
 def test_exact_values_are_computed_for_the_candidates_only(monkeypatch):
-    from deepmetric.utils._knn_scores import Scorer
+    from deepmetric.evaluation._knn_scores import Scorer
 
     pairs = []
     original = Scorer.exact_values
@@ -366,7 +366,7 @@ def test_exact_values_are_computed_for_the_candidates_only(monkeypatch):
 
 
 def knn_module_margin():
-    import deepmetric.utils.knn as knn_module
+    import deepmetric.evaluation.knn as knn_module
 
     return knn_module._MARGIN
 

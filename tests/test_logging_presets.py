@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from deepmetric import losses, testers, trainers
+from deepmetric.training.record_keeper import RecordKeeper, RecordWriter
 from deepmetric.utils import logging_presets as LP
-from deepmetric.utils.record_keeper import RecordKeeper, RecordWriter
 
 DIM = 6
 

@@ -3,6 +3,7 @@
 import pytest
 
 from deepmetric.distances import CosineSimilarity, LpDistance
+from deepmetric.distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from deepmetric.reducers import (
     DoNothingReducer,
     MeanReducer,
@@ -10,13 +11,12 @@ from deepmetric.reducers import (
     SumReducer,
     ThresholdReducer,
 )
-from deepmetric.utils import common_functions as c_f
-from deepmetric.utils.module_with_records import ModuleWithRecords
-from deepmetric.utils.module_with_records_and_reducer import (
-    ModuleWithRecordsAndDistance,
+from deepmetric.reducers.module_with_records_and_reducer import (
     ModuleWithRecordsAndReducer,
     ModuleWithRecordsReducerAndDistance,
 )
+from deepmetric.utils import common_functions as c_f
+from deepmetric.utils.module_with_records import ModuleWithRecords
 
 
 class WithStats(ModuleWithRecords):

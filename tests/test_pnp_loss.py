@@ -7,7 +7,7 @@ import pytest
 import torch
 from _ranking_helpers import assert_same_as_reference, grad_of
 
-import deepmetric.losses._sigmoid_ranks as ranks_module
+import deepmetric.ops.sigmoid_ranks as ranks_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import LpDistance
 from deepmetric.losses import PNPLoss

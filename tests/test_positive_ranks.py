@@ -1,5 +1,5 @@
-"""Sort-free positive ranks (utils/positive_ranks.py): the AccuracyCalculator's long-ranking engine
-must give what the blockwise k-NN search gives, ties and own entries included."""
+"""Sort-free positive ranks (evaluation/positive_ranks.py): the AccuracyCalculator's long-ranking
+engine must give what the blockwise k-NN search gives, ties and own entries included."""
 
 import math
 
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import deepmetric.utils.accuracy_calculator as ac
-import deepmetric.utils.positive_ranks as pr
+import deepmetric.evaluation.knn as knn_module
+import deepmetric.evaluation.positive_ranks as pr
 from deepmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance, SNRDistance
-from deepmetric.utils.accuracy_calculator import AccuracyCalculator
-from deepmetric.utils.knn import ExactKNN, default_distance
+from deepmetric.evaluation.accuracy_calculator import AccuracyCalculator
+from deepmetric.evaluation.knn import ExactKNN, default_distance
 
 CPU = torch.device("cpu")
 NO_CLUSTERING = ("NMI", "AMI")
@@ -38,7 +38,7 @@ class Spy:
             self_spy = self
             monkeypatch.setattr(AccuracyCalculator, name, method)
             return
-        for module in (pr, ac):
+        for module in (pr, knn_module):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, wrapped)
 
@@ -50,13 +50,24 @@ def counting(request, monkeypatch):
     return request.param
 
 
+class SearchOnly:
+    """An ExactKNN's search without its ``positive_ranks``: the calculator then searches every
+    query's neighbours, block by block, and computes the metrics from them."""
+
+    def __init__(self, knn):
+        self.knn = knn
+
+    def __call__(self, query, k, reference, ref_includes_query=False):
+        return self.knn.search(query, k, reference, ref_includes_query)
+
+
 def both_engines(args, **options):
-    """Results of the positive-rank engine and of the blockwise search (engine switched off)."""
+    """Results of the positive-rank engine and of the plain blockwise search."""
     options.setdefault("exclude", NO_CLUSTERING)
     options.setdefault("device", CPU)
     fast = AccuracyCalculator(**options)
-    slow = AccuracyCalculator(**options)
-    slow._use_positive_ranks = False
+    plain = dict(options, knn_func=SearchOnly(options.get("knn_func", ExactKNN())))
+    slow = AccuracyCalculator(**plain)
     return fast.get_accuracy(*args), slow.get_accuracy(*args)
 
 
@@ -234,19 +245,22 @@ def test_ranks_equal_a_stable_sort_for_float32_and_float64_keys(dtype, counting)
 
 
 # ---------------------------------------------------------------------------- when it applies
-class SubclassedKNN(ExactKNN):
-    pass
+class SearchWithoutRanks(ExactKNN):
+    """A subclass that changes the search opts out of the engine by giving no positive ranks."""
+
+    positive_ranks = None
 
 
 @pytest.mark.parametrize(
     "options",
     [
         {"k": 5},
-        {"knn_func": SubclassedKNN()},
+        {"knn_func": SearchWithoutRanks()},
+        {"knn_func": SearchOnly(ExactKNN())},
         {"label_comparison_fn": lambda a, b: a == b},
         {"include": ("precision_at_1",), "k": 1},
     ],
-    ids=["small_k", "subclassed_knn", "custom_comparison", "k1"],
+    ids=["small_k", "ranks_opted_out", "knn_without_ranks", "custom_comparison", "k1"],
 )
 def test_engine_not_used_where_it_does_not_apply(monkeypatch, options):
     spy = Spy(monkeypatch, "positive_ranks")
@@ -342,3 +356,32 @@ def test_near_ties_same_metrics_as_the_search(monkeypatch, counting):
     assert_same(*both_engines((x, labels)))
     assert_same(*both_engines((x[:100], labels[:100], x[50:], labels[50:])))
     assert spy.calls > 0
+
+
+# ------------------------------------------------------------------ the rule, stated publicly
+def test_a_subclass_of_exact_knn_keeps_the_engine_and_its_results(monkeypatch):
+    spy = Spy(monkeypatch, "positive_ranks")
+
+    class Renamed(ExactKNN):
+        pass
+
+    x, labels = uneven_data(150, 4, seed=21)
+    fast, slow = both_engines((x, labels), knn_func=Renamed())
+    assert spy.calls == 1
+    assert_same(fast, slow)
+
+
+def test_a_distance_the_engine_cannot_rank_goes_through_the_search(monkeypatch):
+    class Shifted(LpDistance):
+        """A user distance: its order is its own, so ExactKNN gives no positive ranks for it."""
+
+        def compute_mat(self, query_emb, ref_emb):
+            return super().compute_mat(query_emb, ref_emb) + 1.0
+
+    knn = ExactKNN(Shifted(normalize_embeddings=False))
+    assert knn.positive_ranks(torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(2).long(), torch.zeros(4).long(), None, 2) is None
+    spy = Spy(monkeypatch, "_blockwise")
+    x, labels = uneven_data(100, 3, seed=22)
+    fast, slow = both_engines((x, labels), knn_func=knn)
+    assert spy.calls == 2  # both calculators searched
+    assert_same(fast, slow)

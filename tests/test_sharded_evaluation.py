@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from deepmetric.evaluation.sharded_evaluation import sharded_accuracy
 from deepmetric.utils.accuracy_calculator import AccuracyCalculator
-from deepmetric.utils.sharded_evaluation import sharded_accuracy
 
 # (query rows, reference rows) of each rank
 SPLITS = {

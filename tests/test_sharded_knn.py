@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from deepmetric.distances import CosineSimilarity
-from deepmetric.utils.knn import exact_knn
-from deepmetric.utils.sharded_knn import sharded_knn
+from deepmetric.evaluation.knn import exact_knn
+from deepmetric.evaluation.sharded_knn import sharded_knn
 
 # (query rows, reference rows) of each rank; rank 1 holds no reference rows in the second case.
 SPLITS = {

@@ -7,12 +7,12 @@ import pytest
 import torch
 from _ranking_helpers import assert_same_as_reference, grad_of
 
-import deepmetric.losses._sigmoid_ranks as ranks_module
+import deepmetric.ops.sigmoid_ranks as ranks_module
 from conftest import requires_reference, tolerance
 from deepmetric.distances import DotProductSimilarity, LpDistance
 from deepmetric.losses import SmoothAPLoss
-from deepmetric.losses._sigmoid_ranks import sigmoid_rank_sums
 from deepmetric.miners import MultiSimilarityMiner
+from deepmetric.ops.sigmoid_ranks import sigmoid_rank_sums
 from deepmetric.reducers import DoNothingReducer
 
 

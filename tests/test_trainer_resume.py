@@ -15,7 +15,7 @@ import torch
 import deepmetric
 from deepmetric import losses, miners, trainers
 from deepmetric.samplers import MPerClassSampler
-from deepmetric.utils import checkpoint as ckpt
+from deepmetric.training import checkpoint as ckpt
 from deepmetric.utils import common_functions as c_f
 
 DIM = 8

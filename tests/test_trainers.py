@@ -801,7 +801,7 @@ def test_use_amp_on_cuda_uses_float16_and_a_grad_scaler(tmp_path):
     t.train(num_epochs=2)
     assert set(dtypes) == {torch.float16}
     assert all(torch.isfinite(p).all() for m in models.values() for p in m.parameters())
-    from deepmetric.utils.checkpoint import load_checkpoint
+    from deepmetric.training.checkpoint import load_checkpoint
 
     state, _ = load_checkpoint(str(tmp_path))
     assert state["grad_scaler"]["scale"] > 0 and "cuda" in state["rng"]

@@ -6,7 +6,8 @@ from _miner_helpers import as_set, line, ours, random_batch, raw_l2, reference_m
 
 from conftest import requires_reference
 from deepmetric.distances import CosineSimilarity, DotProductSimilarity
-from deepmetric.miners import TripletMarginMiner, _blocked_triplets
+from deepmetric.miners import TripletMarginMiner
+from deepmetric.ops import blocked_triplets as _blocked_triplets
 
 # Points 0 and 1 are class 0, point 1.5 is class 1 (1-D, raw L2 distance).
 # Triplets (a, p, n) and margin m = d_an - d_ap:

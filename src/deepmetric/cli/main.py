@@ -92,13 +92,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     _line_buffered(sys.stdout)
-    from ..utils import common_functions as c_f
     from . import pipeline
     from .distributed import leave_process_group
 
-    # A run seeds a private numpy RNG for the samplers (c_f.NUMPY_RANDOM); a caller that runs
-    # the command in-process gets its own back afterwards.
-    library_rng = c_f.NUMPY_RANDOM
     try:
         if args.command == "train":
             pipeline.train_command(
@@ -129,7 +125,6 @@ def main(argv=None):
         print(f"deepmetric: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
-        c_f.NUMPY_RANDOM = library_rng
         leave_process_group()
     return 0
 

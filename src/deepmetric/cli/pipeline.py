@@ -14,14 +14,15 @@ inputs. Nothing is written before the whole run has been built, so a config erro
 folder behind.
 """
 
+import functools
 import os
-import random
 import shutil
 import time
 
 import numpy as np
 import torch
 
+from ..training.seeding import seed_everything
 from ..utils import common_functions as c_f
 from . import components, report
 from .config import ConfigError, component, dump_config, load_config, one_line
@@ -50,13 +51,6 @@ RUN_FILES = (
 )
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    c_f.NUMPY_RANDOM = np.random.RandomState(seed % 2**32)
-
-
 def embed(model, dataset, batch_size=512, device="cpu"):
     """Embeddings of every item of ``dataset`` (model in eval mode, no gradients)."""
     was_training = model.training
@@ -72,7 +66,7 @@ def embed(model, dataset, batch_size=512, device="cpu"):
 
 def retrieval_metrics(embeddings, labels, config):
     """The configured metrics, each query searched against the rest of its own set."""
-    from ..utils.accuracy_calculator import AccuracyCalculator
+    from ..evaluation.accuracy_calculator import AccuracyCalculator
 
     evaluation = config["evaluation"]
     try:
@@ -87,6 +81,21 @@ def retrieval_metrics(embeddings, labels, config):
     return {name: float(result[name]) for name in ordered}  # in the config's order
 
 
+def _keeps_callers_library_generator(command):
+    """A run seeds a private numpy generator for the samplers (``c_f.NUMPY_RANDOM``); a caller
+    that runs a command in-process gets its own generator back afterwards."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        saved = c_f.NUMPY_RANDOM
+        try:
+            return command(*args, **kwargs)
+        finally:
+            c_f.NUMPY_RANDOM = saved
+
+    return run
+
+
 class Run:
     """Everything a config describes, built and checked before any file is written."""
 
@@ -94,7 +103,7 @@ class Run:
         self.config = config
         self.device = device
         self.data = build_data(config)
-        seed_everything(config["seed"])
+        seed_everything(config["seed"], library_generator=True)
         self.model = components.build_model(config, self.data.input_shape, load_weights=for_training)
         self.model = self.model.to(device)
         self.embedding_size = components.embedding_size(self.model, self.data.train[0][0], device)
@@ -169,7 +178,7 @@ class Run:
 
 def _trainer_class():
     from ..trainers import MetricLossOnly
-    from ..utils.key_checker import KeyChecker
+    from ..training.key_checker import KeyChecker
 
     class CommandTrainer(MetricLossOnly):
         """MetricLossOnly for a model that outputs the embeddings itself: no embedder expected
@@ -198,6 +207,7 @@ def folder_state(output):
     return "other" if os.listdir(output) else "empty"
 
 
+@_keeps_callers_library_generator
 def train_command(
     config_path,
     output,
@@ -289,7 +299,7 @@ def _remove_run_files(output):
 
 def _resume_point(folder, epochs, log):
     """The epoch a resumed run continues after (0: none), said out loud."""
-    from ..utils.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from ..training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
     checkpoints = os.path.join(folder, "checkpoints")
     if not list_checkpoints(checkpoints):
@@ -606,6 +616,7 @@ def _section(run, section):
     return section
 
 
+@_keeps_callers_library_generator
 def evaluate_command(output, section=None, log=print):
     """``deepmetric evaluate``: re-embed the sections with the selected model and recompute their
     metrics; writes and returns ``{section: metrics}``."""
@@ -620,6 +631,7 @@ def evaluate_command(output, section=None, log=print):
     return results
 
 
+@_keeps_callers_library_generator
 def search_command(output, queries, k=5, section=None, log=print):
     """``deepmetric search``: nearest items of a section for each query (an item number or a file)."""
     run = _restored_run(output)

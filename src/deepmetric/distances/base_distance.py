@@ -2,6 +2,7 @@
 
 import torch
 
+from ..ops.unit_rows import l2_normalize_rows
 from ..utils.errors import ShapeError
 from ..utils.module_with_records import ModuleWithRecords
 
@@ -52,9 +53,7 @@ class BaseDistance(ModuleWithRecords):
         else:
             ref_emb_normalized = self.maybe_normalize(ref_emb)
         self.set_default_stats(query_emb, ref_emb, query_emb_normalized, ref_emb_normalized)
-        mat = self.compute_mat(query_emb_normalized, ref_emb_normalized)
-        if self.power != 1:
-            mat = mat**self.power
+        mat = self.compute_powered_mat(query_emb_normalized, ref_emb_normalized)
         expected = (query_emb.shape[0], ref_emb.shape[0])
         if tuple(mat.shape) != expected:
             raise RuntimeError(
@@ -72,43 +71,14 @@ class BaseDistance(ModuleWithRecords):
         dtype = torch.promote_types(query_emb.dtype, ref_emb.dtype)
         return query_emb.to(dtype), ref_emb.to(dtype)
 
-    def _unit_rows_fusable(self, query_emb, ref_emb, owner):
-        """True when ``owner``'s matrix may be built on the fused cosine node: rows L2-normalised
-        by this base class, ``compute_mat`` not overridden below ``owner``, no statistics to
-        record, and 2-D float32/float64 inputs of one dtype."""
-        cls = type(self)
-        return (
-            self.normalize_embeddings
-            and self.p == 2
-            and not self.collect_stats
-            and cls.compute_mat is owner.compute_mat
-            and cls.forward is owner.forward
-            and cls.normalize is BaseDistance.normalize
-            and cls.maybe_normalize is BaseDistance.maybe_normalize
-            and query_emb.dtype in (torch.float32, torch.float64)
-            and query_emb.ndim == 2
-            and (ref_emb is None or (ref_emb.dtype == query_emb.dtype and ref_emb.ndim == 2))
-        )
-
-    def _fused_cosine(self, query_emb, ref_emb):
-        """The fused-path forward of a subclass: the usual reset and shape checks, then the
-        cosine matrix as one autograd node (``cosine_matrix``)."""
-        from .cosine_matrix import cosine_matrix
-
-        self.reset_stats()
-        self.check_shapes(query_emb, ref_emb)
-        return cosine_matrix(query_emb, ref_emb)
-
-    def _fused_squared_distance(self, query_emb, ref_emb):
-        """As :meth:`_fused_cosine`, for the squared Euclidean distance of unit rows."""
-        from .cosine_matrix import squared_distance_matrix
-
-        self.reset_stats()
-        self.check_shapes(query_emb, ref_emb)
-        return squared_distance_matrix(query_emb, ref_emb)
-
     def compute_mat(self, query_emb, ref_emb):
         raise NotImplementedError
+
+    def compute_powered_mat(self, query_emb, ref_emb):
+        """``compute_mat(query_emb, ref_emb) ** power``; a distance with a direct formula for some
+        power overrides this (see :class:`LpDistance`)."""
+        mat = self.compute_mat(query_emb, ref_emb)
+        return mat if self.power == 1 else mat**self.power
 
     def pairwise_distance(self, query_emb, ref_emb):
         raise NotImplementedError
@@ -132,6 +102,9 @@ class BaseDistance(ModuleWithRecords):
         return x - y
 
     def normalize(self, embeddings, dim=1, **kwargs):
+        if self.p == 2 and dim in (1, -1) and not kwargs and embeddings.ndim == 2:
+            # the same values as F.normalize, with a one-node backward pass
+            return l2_normalize_rows(embeddings)
         return torch.nn.functional.normalize(embeddings, p=self.p, dim=dim, **kwargs)
 
     def maybe_normalize(self, embeddings, dim=1, **kwargs):

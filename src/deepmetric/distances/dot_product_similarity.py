@@ -15,16 +15,6 @@ class DotProductSimilarity(BaseDistance):
     def __init__(self, **kwargs):
         super().__init__(is_inverted=True, **kwargs)
 
-    def is_plain_cosine(self, query_emb, ref_emb=None):
-        """True when this computes exactly the cosine similarity of these inputs (normalised rows,
-        power 1, nothing overridden, no statistics): fused code paths may then take over."""
-        return self.power == 1 and self._unit_rows_fusable(query_emb, ref_emb, DotProductSimilarity)
-
-    def forward(self, query_emb, ref_emb=None):
-        if not self.is_plain_cosine(query_emb, ref_emb):
-            return super().forward(query_emb, ref_emb)
-        return self._fused_cosine(query_emb, ref_emb)
-
     def compute_mat(self, query_emb, ref_emb):
         # Transposing the last two dims also serves batched 3-D inputs.
         return torch.matmul(query_emb, ref_emb.transpose(-1, -2))

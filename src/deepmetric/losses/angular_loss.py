@@ -5,12 +5,12 @@ import math
 import torch
 
 from ..distances import LpDistance
+from ..ops.blocked_triplets import chunk_bounds
+from ..ops.dtypes import accumulation_dtype
+from ..ops.pair_row_logsumexp import pair_row_logsumexp
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
-
-# Positive pairs are processed in blocks of about this many (pair, reference) cells.
-_CELLS_PER_BLOCK = 2**22
 
 
 class AngularLoss(BaseMetricLossFunction):
@@ -30,8 +30,8 @@ class AngularLoss(BaseMetricLossFunction):
         alpha: the angle bound, in degrees (stored in radians as ``self.alpha``).
 
     ``(a + p) . r_n`` is ``a . r_n + p . r_n``, so two matrix products give every term; the
-    ``(pairs x references)`` matrix is then built, reduced and differentiated one block of pairs
-    at a time, which keeps memory at ``O(N M)`` instead of ``O(pairs x M)``.
+    ``(pairs x references)`` matrix is then reduced one chunk of pairs at a time
+    (``ops.pair_row_logsumexp``), which keeps memory at ``O(N M)`` instead of ``O(pairs x M)``.
     """
 
     def __init__(self, alpha=40, **kwargs):
@@ -56,7 +56,7 @@ class AngularLoss(BaseMetricLossFunction):
         anchors = self.distance.normalize(embeddings)
         refs = self.distance.normalize(ref_emb)
         # Half precision would overflow in exp(); the pair-by-reference work runs in float32.
-        work = torch.float32 if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings.dtype
+        work = accumulation_dtype(embeddings.dtype)
         anchor_ref = (anchors @ ref_emb.t()).to(work)
         ref_ref = (refs @ ref_emb.t()).to(work)
         if 8 * len(a1) < anchors.shape[0] * refs.shape[0]:
@@ -68,7 +68,7 @@ class AngularLoss(BaseMetricLossFunction):
         # the anchor's row once (as -inf) instead of being rebuilt for every pair.
         neg_mask = labels.unsqueeze(1) != ref_labels.unsqueeze(0)
         anchor_term = (4 * sq_tan * anchor_ref).masked_fill(~neg_mask, -math.inf)
-        losses = _AngularPairLosses.apply(anchor_term, 4 * sq_tan * ref_ref, 2 * (1 + sq_tan) * ap_dot, a1, p)
+        losses = pair_row_logsumexp(anchor_term, 4 * sq_tan * ref_ref, 2 * (1 + sq_tan) * ap_dot, a1, p)
         self._set_stats(anchor_ref, ref_ref, ap_dot, a1, p, neg_mask, ref_emb)
         return {
             "loss": {"losses": losses.to(embeddings.dtype), "indices": (a1, p), "reduction_type": "pos_pair"}
@@ -83,7 +83,7 @@ class AngularLoss(BaseMetricLossFunction):
             ap_dist = torch.sqrt(torch.clamp(2 - 2 * ap_dot, min=0))
             center_sq_norm = (2 + 2 * ap_dot) / 4
             total, count = 0.0, 0
-            for s, e in _blocks(len(a1), ref_emb.shape[0]):
+            for s, e in chunk_bounds(len(a1), ref_emb.shape[0]):
                 center_dot_ref = (anchor_ref[a1[s:e]] + ref_ref[p[s:e]]) / 2
                 sq = center_sq_norm[s:e, None] + ref_sq_norm[None] - 2 * center_dot_ref
                 angles = torch.atan(ap_dist[s:e, None] / (2 * torch.sqrt(torch.clamp(sq, min=0))))
@@ -91,44 +91,3 @@ class AngularLoss(BaseMetricLossFunction):
                 total += float(torch.sum(angles[keep]))
                 count += int(torch.count_nonzero(keep))
             self.average_angle = math.degrees(total / count) if count else 0
-
-
-def _blocks(num_pairs, num_refs):
-    step = max(1, _CELLS_PER_BLOCK // max(num_refs, 1))
-    return [(s, min(s + step, num_pairs)) for s in range(0, num_pairs, step)]
-
-
-def _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e):
-    """``f_kn`` for the pairs ``s:e``; -inf where ``n`` is not a negative of the anchor."""
-    return anchor_term[a1[s:e]] + ref_term[p[s:e]] - ap_term[s:e, None]
-
-
-class _AngularPairLosses(torch.autograd.Function):
-    """``loss_k = log(1 + sum_n exp(f_kn))`` over the negatives, computed block by block; the
-    backward pass recomputes each block instead of storing the ``(pairs x M)`` matrix."""
-
-    @staticmethod
-    def forward(ctx, anchor_term, ref_term, ap_term, a1, p):
-        losses = torch.empty_like(ap_term)
-        for s, e in _blocks(len(a1), ref_term.shape[0]):
-            f = _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e)
-            # The "1 +" is a zero logit; rows without negatives come out as log(1) = 0.
-            peak = torch.clamp(f.max(dim=1).values, min=0)
-            losses[s:e] = peak + torch.log(torch.exp(-peak) + torch.exp(f - peak[:, None]).sum(dim=1))
-        ctx.save_for_backward(anchor_term, ref_term, ap_term, a1, p, losses)
-        return losses
-
-    @staticmethod
-    def backward(ctx, grad_losses):
-        anchor_term, ref_term, ap_term, a1, p, losses = ctx.saved_tensors
-        grad_anchor = torch.zeros_like(anchor_term)
-        grad_ref = torch.zeros_like(ref_term)
-        grad_ap = torch.empty_like(ap_term)
-        for s, e in _blocks(len(a1), ref_term.shape[0]):
-            f = _block_terms(anchor_term, ref_term, ap_term, a1, p, s, e)
-            # d loss_k / d f_kn = exp(f_kn - loss_k), which is 0 off the negatives (f = -inf)
-            weight = torch.exp(f - losses[s:e, None]) * grad_losses[s:e, None]
-            grad_anchor.index_add_(0, a1[s:e], weight)
-            grad_ref.index_add_(0, p[s:e], weight)
-            grad_ap[s:e] = -weight.sum(dim=1)
-        return grad_anchor, grad_ref, grad_ap, None, None

@@ -1,7 +1,7 @@
 """The base class of every metric loss: validation, reference-set handling, reduction."""
 
+from ..reducers.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 from ..utils import common_functions as c_f
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 from ..utils.validation import check_indices_tuple, check_loss_inputs, default_ref_labels
 from .mixins import EmbeddingRegularizerMixin
 

@@ -4,10 +4,11 @@ Optimization", CVPR 2020), pair-wise form."""
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import masked_logsumexp
 from ..reducers import AvgNonZeroReducer
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, masked_logsumexp
 
 
 class CircleLoss(GenericPairLoss):

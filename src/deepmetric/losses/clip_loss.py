@@ -6,9 +6,10 @@ import math
 import numbers
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..ops import gather
+from ..ops.dtypes import accumulation_dtype
 from ..utils.errors import require
 from ..utils.module_with_records import ModuleWithRecords
 from ..utils.validation import check_embeddings
@@ -95,8 +96,8 @@ class CLIPLoss(ModuleWithRecords):
     def forward(self, image_embeddings, text_embeddings):
         self._check_inputs(image_embeddings, text_embeddings)
         self.reset_stats()
-        world_size = _world_size() if self.gather_distributed else 1
-        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        world_size = gather.world_size() if self.gather_distributed else 1
+        compute_dtype = accumulation_dtype(image_embeddings.dtype)
         device_type = image_embeddings.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             if world_size > 1:
@@ -117,7 +118,7 @@ class CLIPLoss(ModuleWithRecords):
     def get_logits(self, image_embeddings, text_embeddings):
         """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
         self._check_inputs(image_embeddings, text_embeddings, same_rows=False)
-        compute_dtype = _compute_dtype(image_embeddings.dtype)
+        compute_dtype = accumulation_dtype(image_embeddings.dtype)
         with torch.autocast(device_type=image_embeddings.device.type, enabled=False):
             cosines = self._cosines(image_embeddings, text_embeddings, compute_dtype)
             return self._clamped_scale(compute_dtype) * cosines
@@ -154,37 +155,14 @@ class CLIPLoss(ModuleWithRecords):
             )
 
 
-def _compute_dtype(dtype):
-    # Half precision loses the logits' resolution and overflows exp: accumulate in float32.
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 def _symmetric_cross_entropy(logits):
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
-def _world_size():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
 def _gather_keeping_local_graph(image_embeddings, text_embeddings):
     """Every process's rows in rank order; only this process's rows carry gradients."""
-    world_size, rank = dist.get_world_size(), dist.get_rank()
     local = torch.cat([image_embeddings, text_embeddings], dim=1)  # one collective for both
-    size = torch.tensor([local.shape[0]], dtype=torch.long, device=local.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    padded = local.detach()
-    if padded.shape[0] < max(sizes):
-        padded = torch.cat([padded, padded.new_zeros(max(sizes) - padded.shape[0], padded.shape[1])])
-    parts = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(parts, padded.contiguous())
-    parts = [part[:n] for part, n in zip(parts, sizes)]
-    parts[rank] = local
-    gathered = torch.cat(parts, dim=0)
+    gathered = gather.gather_rows_keeping_local_graph(local)
     width = image_embeddings.shape[1]
     return gathered[:, :width], gathered[:, width:]

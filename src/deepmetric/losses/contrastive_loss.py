@@ -4,9 +4,9 @@ Mapping", CVPR 2006)."""
 import torch
 
 from ..reducers import AvgNonZeroReducer
+from ..reducers.terms import PairTerms
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .reduction_shortcut import reduce_masked
 
 
 class ContrastiveLoss(GenericPairLoss):
@@ -17,8 +17,9 @@ class ContrastiveLoss(GenericPairLoss):
     (then sensible margins are pos 1, neg 0). Sub-losses ``pos_loss`` and ``neg_loss`` are each
     reduced (default: mean of the non-zero terms) and summed.
 
-    With labels, no miner and mean/sum/threshold reducers the pair losses are reduced straight
-    from the distance matrix under the label masks, without listing the pairs.
+    With labels and no miner, every pair's loss is computed on the whole matrix and handed to
+    the reducer as :class:`~deepmetric.reducers.terms.PairTerms` under the label masks: the
+    built-in reducers reduce them without listing the pairs.
     """
 
     def __init__(self, pos_margin=0, neg_margin=1, **kwargs):
@@ -27,19 +28,10 @@ class ContrastiveLoss(GenericPairLoss):
         self.neg_margin = neg_margin
         self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        reductions = self.plain_masked_reductions(labels, indices_tuple)
-        if reductions is None:
-            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        masks = self.label_masks(labels, ref_labels, indices_tuple)
-        if masks is None:
-            return self.zero_losses()
-        pos_mask, neg_mask = masks
-        mat = self.distance(embeddings, ref_emb)
-        pos_reduction, neg_reduction = reductions
+    def masked_pair_loss(self, mat, masks):
         return {
-            "pos_loss": reduce_masked(self.pos_calc(mat, self.pos_margin), pos_mask, pos_reduction),
-            "neg_loss": reduce_masked(self.neg_calc(mat, self.neg_margin), neg_mask, neg_reduction),
+            "pos_loss": PairTerms(self.get_per_pair_loss(mat, "pos"), masks.pos, "pos_pair").entry(),
+            "neg_loss": PairTerms(self.get_per_pair_loss(mat, "neg"), masks.neg, "neg_pair").entry(),
         }
 
     def _compute_loss(self, pos_pair_dist, neg_pair_dist, indices_tuple):

@@ -12,7 +12,7 @@ from ..utils.errors import MissingInputError, ShapeError, require
 from ..utils.module_with_records import ModuleWithRecords
 from ..utils.pair_masks import PairMasks
 from ..utils.validation import check_embeddings, check_labels
-from .base_loss_wrapper import BaseLossWrapper
+from .base_loss_wrapper import TUPLE_LOSSES, BaseLossWrapper
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -66,31 +66,7 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
 
     @staticmethod
     def supported_losses():
-        return [
-            "AngularLoss",
-            "CircleLoss",
-            "ContrastiveLoss",
-            "GeneralizedLiftedStructureLoss",
-            "IntraPairVarianceLoss",
-            "LiftedStructureLoss",
-            "MarginLoss",
-            "MultiSimilarityLoss",
-            "NCALoss",
-            "NTXentLoss",
-            "SignalToNoiseRatioContrastiveLoss",
-            "SupConLoss",
-            "TripletMarginLoss",
-            "TupletMarginLoss",
-        ]
-
-    @classmethod
-    def check_loss_support(cls, loss_name):
-        # ValueError is an Exception, which is what the reference raises here.
-        if loss_name not in cls.supported_losses():
-            raise ValueError(
-                f"CrossBatchMemory not supported for {loss_name}; supported losses: "
-                f"{', '.join(cls.supported_losses())}"
-            )
+        return list(TUPLE_LOSSES)
 
     def forward(self, embeddings, labels, indices_tuple=None, enqueue_mask=None):
         if indices_tuple is not None and enqueue_mask is not None:

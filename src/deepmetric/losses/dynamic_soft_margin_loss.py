@@ -6,13 +6,12 @@ import math
 import torch
 
 from ..distances import LpDistance
+from ..ops.blocked_triplets import reduce_triplets
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
-
-# Anchors are processed in blocks of about this many (anchor, positive, negative) cells.
-_CELLS_PER_BLOCK = 2**22
 
 
 def find_hard_negatives(dmat):
@@ -42,7 +41,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
 
     Requires ``LpDistance(normalize_embeddings=True, p=2)`` (the default). The histogram
     ``hist_`` is plain state (not in ``state_dict``). With labels, no miner, all triplets are
-    reduced per bin in anchor blocks, so memory grows as ``N^2``, not ``N^3``.
+    reduced per bin in blocks of triplets, so memory grows as ``N^2``, not ``N^3``.
 
     Args:
         min_val: lower end of the histogram range (the upper end is ``-min_val``).
@@ -73,7 +72,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         if labels is None:
             values = self._values_without_labels(embeddings, ref_emb)
         elif indices_tuple is None:
-            return self._blocked_loss(embeddings, labels, ref_emb, ref_labels)
+            return self._every_triplet_loss(embeddings, labels, ref_emb, ref_labels)
         else:
             a, p, n = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor="all")
             mat = self.distance(embeddings, ref_emb)
@@ -111,96 +110,47 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
     def _momentum(self):
         return self.momentum if bool(self.hist_.sum() != 0) else 1.0
 
+    def _updated_histogram(self, hist, dtype):
+        """``hist`` normalised, stored (without a graph: a second backward must not reach this
+        batch) and returned."""
+        hist = hist / hist.sum()
+        self.hist_ = hist.detach().to(dtype)
+        return hist
+
     def _weighted_mean(self, values):
         dtype = values.dtype
-        values = values.to(_accumulation_dtype(dtype))
+        values = values.to(accumulation_dtype(dtype))
         _, lower, fraction, cdf_idx = self._bins(values)
         momentum = self._momentum()
         hist = (1.0 - momentum) * self.hist_.to(values.dtype)
         hist = hist.scatter_add(0, lower, momentum * (1 - fraction))
         hist = hist.scatter_add(0, lower + 1, momentum * fraction)
-        hist = hist / hist.sum()
-        # The stored histogram carries no graph: a second backward must not reach this batch.
-        self.hist_ = hist.detach().to(dtype)
-        cdf = torch.cumsum(hist, 0)
+        cdf = torch.cumsum(self._updated_histogram(hist, dtype), 0)
         return torch.mean(cdf[cdf_idx] * values).to(dtype)
 
-    def _blocked_loss(self, embeddings, labels, ref_emb, ref_labels):
+    def _every_triplet_loss(self, embeddings, labels, ref_emb, ref_labels):
+        """The loss over every triplet of the labels, never listed: the histogram update and the
+        loss depend on the triplets only through per-bin sums, which are summed in blocks."""
         pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
-        if not bool((pos_mask.any(dim=1) & neg_mask.any(dim=1)).any()):
+        if not lmu.has_any_triplet(pos_mask, neg_mask):
             return self.zero_losses()
         mat = self.distance(embeddings, ref_emb)
-        acc_dtype = _accumulation_dtype(mat.dtype)
-        triplets = _TripletBlocks(mat.detach(), pos_mask, neg_mask)
+        dtype = accumulation_dtype(mat.dtype)
         nb = self.num_bins
-        mass = torch.zeros(nb, dtype=acc_dtype, device=mat.device)
-        value_sums = torch.zeros(nb, dtype=acc_dtype, device=mat.device)
-        count = 0
-        for _, values, valid in triplets:
-            values = values.to(acc_dtype)
+
+        def per_bin_sums(ap, an, valid, anchors):
+            values = (ap[0] - an[0]).to(dtype)
             _, lower, fraction, cdf_idx = self._bins(values)
-            # Invalid cells get weight 0 instead of being filtered out: masking is much
-            # cheaper than compacting millions of cells.
-            kept = valid.to(acc_dtype)
-            mass.scatter_add_(0, lower.flatten(), ((1 - fraction) * kept).flatten())
-            mass.scatter_add_(0, (lower + 1).flatten(), (fraction * kept).flatten())
-            value_sums.scatter_add_(0, cdf_idx.flatten(), (values * kept).flatten())
-            count += int(torch.count_nonzero(valid))
-        # The loss as a function of the per-bin sums; its gradient with respect to them is
-        # pushed back to every triplet in a second pass.
-        mass.requires_grad_(True)
-        value_sums.requires_grad_(True)
+            kept = valid.to(dtype)  # weights of 0 rather than a filter: compacting costs more
+            sums = torch.zeros(2 * nb, dtype=dtype, device=values.device)  # mass, then value sums
+            sums = sums.index_add(0, lower.flatten(), ((1 - fraction) * kept).flatten())
+            sums = sums.index_add(0, (lower + 1).flatten(), (fraction * kept).flatten())
+            sums = sums.index_add(0, (cdf_idx + nb).flatten(), (values * kept).flatten())
+            return sums, int(torch.count_nonzero(valid))
+
+        sums, count = reduce_triplets(per_bin_sums, pos_mask, neg_mask, mat)
+        mass, value_sums = sums[:nb], sums[nb:]
         momentum = self._momentum()
-        hist = (1.0 - momentum) * self.hist_.to(acc_dtype) + momentum * mass
-        hist = hist / hist.sum()
+        hist = self._updated_histogram((1.0 - momentum) * self.hist_.to(dtype) + momentum * mass, mat.dtype)
         loss = torch.sum(torch.cumsum(hist, 0) * value_sums) / count
-        grad_mass, grad_values = torch.autograd.grad(loss, (mass, value_sums))
-        self.hist_ = hist.detach().to(mat.dtype)
-        coef = torch.zeros_like(mat)
-        for block, values, valid in triplets:
-            values = values.to(acc_dtype)
-            t_raw = (values - self.min_val) / self.delta
-            _, lower, _, cdf_idx = self._bins(values)
-            inside = (t_raw >= 0) & (t_raw <= nb - 1)
-            mass_slope = (torch.take(grad_mass, lower + 1) - torch.take(grad_mass, lower)) / self.delta
-            slope = torch.take(grad_values, cdf_idx) + mass_slope * inside.to(acc_dtype)
-            slope = (slope * valid.to(acc_dtype)).to(mat.dtype)
-            triplets.add_coefficients(coef, block, slope)
-        surrogate = torch.sum(coef * mat)
-        total = loss.detach().to(mat.dtype) + (surrogate - surrogate.detach())
-        return {"loss": {"losses": total, "indices": None, "reduction_type": "already_reduced"}}
-
-
-def _accumulation_dtype(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-class _TripletBlocks:
-    """All (anchor, positive, negative) triplets of a label mask, one anchor block at a time.
-
-    Yields ``(block, values, valid)`` with ``values[i, j, k] = d(a_i, p_ij) - d(a_i, n_k)`` for
-    the anchors in ``block``, positives packed to the left, and ``valid`` marking real triplets.
-    """
-
-    def __init__(self, mat, pos_mask, neg_mask):
-        self.mat, self.neg_mask = mat, neg_mask
-        pos_count = lmu.count_per_row(pos_mask)
-        self.width = max(int(pos_count.max()), 1)
-        self.pos_idx = torch.argsort((~pos_mask).to(torch.int8), dim=1, stable=True)[:, : self.width]
-        arange = torch.arange(self.width, device=mat.device)
-        self.pos_valid = arange.unsqueeze(0) < pos_count.unsqueeze(1)
-        self.block = max(1, _CELLS_PER_BLOCK // (self.width * mat.shape[1]))
-
-    def __iter__(self):
-        n = self.mat.shape[0]
-        for s in range(0, n, self.block):
-            block = slice(s, min(s + self.block, n))
-            rows = self.mat[block]
-            values = rows.gather(1, self.pos_idx[block]).unsqueeze(2) - rows.unsqueeze(1)
-            valid = self.pos_valid[block].unsqueeze(2) & self.neg_mask[block].unsqueeze(1)
-            yield block, values, valid
-
-    def add_coefficients(self, coef, block, slope):
-        """Add ``d(sum_t slope_t * v_t) / d(mat)`` for the triplets of ``block`` to ``coef``."""
-        coef[block].scatter_add_(1, self.pos_idx[block], slope.sum(dim=2))
-        coef[block] -= slope.sum(dim=1)
+        return {"loss": {"losses": loss.to(mat.dtype), "indices": None, "reduction_type": "already_reduced"}}

@@ -3,13 +3,11 @@
 import torch
 
 from ..distances import LpDistance
+from ..ops.pulse_histograms import pulse_histograms
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
-
-# Rows of the distance matrix handled at once; bounds the temporaries to a few of this size.
-_BLOCK_ELEMENTS = 1 << 22
 
 
 class FastAPLoss(BaseMetricLossFunction):
@@ -59,7 +57,7 @@ class FastAPLoss(BaseMetricLossFunction):
             dist = dist.float()  # histogram sums over N values need float32 accumulation
         h_max = 2**self.distance.power
         centres = torch.linspace(0.0, h_max, steps=self.num_edges, device=dist.device, dtype=dist.dtype)
-        pos_hist, all_hist = _PulseHistograms.apply(dist, (pos_mask, pos_mask | neg_mask), centres,
+        pos_hist, all_hist = pulse_histograms(dist, (pos_mask, pos_mask | neg_mask), centres,
                                                     h_max / self.num_bins)
         pos_cum = torch.cumsum(pos_hist, dim=1)
         all_cum = torch.cumsum(all_hist, dim=1)
@@ -80,72 +78,3 @@ class FastAPLoss(BaseMetricLossFunction):
 
     def get_default_distance(self):
         return LpDistance(power=2)
-
-
-# Offsets, from the centre just below each distance, of the centres whose pulse can be non-zero:
-# two in exact arithmetic, but a distance within rounding of a centre also gives a pulse of a
-# few ulps (and a full slope) on the centre beyond its neighbour, as the per-centre formula does.
-_NEAR_CENTRES = (-1, 0, 1, 2)
-
-
-def _pulse_weights(dist, centres, delta):
-    """``[(centre index, pulse height, pulse slope)]`` for the centres near each distance (the
-    pulses of all other centres are exactly 0). The heights are the per-centre expression
-    ``[1 - |d - c| / delta]+`` bit for bit, the slopes its derivative where it is positive."""
-    with torch.no_grad():
-        below = torch.floor(dist / delta).clamp_(0, len(centres) - 2).long()
-    zero = dist.new_zeros(())
-    out = []
-    for offset in _NEAR_CENTRES:
-        index = below + offset
-        inside = (index >= 0) & (index < len(centres))
-        index = index.clamp(0, len(centres) - 1)
-        centre = centres[index]
-        height = torch.where(inside, torch.relu(1 - torch.abs(dist - centre) / delta), zero)
-        slope = torch.where(height > 0, -torch.sign(dist - centre) / delta, zero)
-        out.append((index, height, slope))
-    return out
-
-
-def _row_blocks(num_rows, num_cols):
-    step = max(1, _BLOCK_ELEMENTS // max(1, num_cols))
-    for start in range(0, num_rows, step):
-        yield slice(start, min(start + step, num_rows))
-
-
-class _PulseHistograms(torch.autograd.Function):
-    """Per-row soft histograms of ``dist`` restricted to each boolean mask in ``masks``:
-    ``out[k][i, l] = sum_j masks[k][i, j] * [1 - |dist_ij - centres_l| / delta]+``.
-
-    Rows are processed in blocks and the backward pass recomputes the pulse weights, so the
-    memory held between passes is ``dist`` itself.
-    """
-
-    @staticmethod
-    def forward(ctx, dist, masks, centres, delta):
-        num_rows, num_cols = dist.shape
-        hists = [dist.new_zeros(num_rows, len(centres)) for _ in masks]
-        zero = dist.new_zeros(())
-        for rows in _row_blocks(num_rows, num_cols):
-            for index, height, _ in _pulse_weights(dist[rows], centres, delta):
-                for hist, mask in zip(hists, masks):
-                    hist[rows].scatter_add_(1, index, torch.where(mask[rows], height, zero))
-        ctx.save_for_backward(dist, centres)
-        ctx.masks, ctx.delta = masks, delta
-        return tuple(hists)
-
-    @staticmethod
-    def backward(ctx, *grad_hists):
-        dist, centres = ctx.saved_tensors
-        delta = ctx.delta
-        grad = torch.zeros_like(dist)
-        zero = dist.new_zeros(())
-        for rows in _row_blocks(*dist.shape):
-            near = _pulse_weights(dist[rows], centres, delta)
-            for grad_hist, mask in zip(grad_hists, ctx.masks):
-                if grad_hist is None:
-                    continue
-                g = grad_hist[rows]
-                pair_grad = sum(g.gather(1, index) * slope for index, _, slope in near)
-                grad[rows] += torch.where(mask[rows], pair_grad, zero)
-        return grad, None, None, None

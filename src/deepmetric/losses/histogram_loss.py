@@ -4,6 +4,7 @@ NIPS 2016)."""
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
@@ -78,8 +79,7 @@ class HistogramLoss(BaseMetricLossFunction):
 
     def compute_density(self, values):
         """Histogram of ``values`` on the nodes ``-1, -1 + delta, ..., 1``, summing to 1."""
-        if values.dtype in (torch.float16, torch.bfloat16):
-            values = values.float()  # sums over many pairs need float32 accumulation
+        values = values.to(accumulation_dtype(values.dtype))  # sums over many pairs
         num_nodes = round(1 + 2 / self.delta)
         with torch.no_grad():
             # The last bin is closed: a value of exactly 1 goes to the last node.

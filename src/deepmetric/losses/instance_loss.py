@@ -3,11 +3,10 @@ Embeddings with Instance Loss", ACM TOMM 2020)."""
 
 import torch
 
-from ..distances import CosineSimilarity, DotProductSimilarity
+from ..distances import CosineSimilarity
 from ..reducers import MeanReducer
 from ..utils import common_functions as c_f
 from .base_metric_loss_function import BaseMetricLossFunction
-from .cosine_cross_entropy import cosine_cross_entropy
 
 
 class InstanceLoss(BaseMetricLossFunction):
@@ -37,12 +36,8 @@ class InstanceLoss(BaseMetricLossFunction):
         c_f.indices_tuple_not_supported(indices_tuple)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         _, targets = torch.unique(labels, return_inverse=True)
-        if isinstance(self.distance, DotProductSimilarity) and self.distance.is_plain_cosine(embeddings):
-            # the batch is its own class-vector matrix: CE over gamma * cos in one fused node
-            losses = cosine_cross_entropy(embeddings, embeddings, targets, self.gamma)
-        else:
-            logits = self.distance(embeddings) * self.gamma
-            losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        logits = self.distance(embeddings) * self.gamma
+        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         return {
             "loss": {
                 "losses": losses,

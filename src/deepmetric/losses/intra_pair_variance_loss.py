@@ -3,9 +3,10 @@
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.masked_squared_hinge import masked_squared_hinge_sum, squared_hinges
+from ..reducers.terms import PairTerms
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .masked_squared_hinge import masked_squared_hinge
 
 
 class IntraPairVarianceLoss(GenericPairLoss):
@@ -23,8 +24,8 @@ class IntraPairVarianceLoss(GenericPairLoss):
         pos_eps: relative tolerance around the mean positive value.
         neg_eps: relative tolerance around the mean negative value.
 
-    With labels, no miner and mean/sum/threshold reducers the pair losses are reduced straight
-    from the similarity matrix under the label masks, without listing the pairs.
+    With labels and no miner the pair terms go to the reducer unlisted: their sums come from one
+    fused pass over the matrix (``ops.masked_squared_hinge``).
     """
 
     def __init__(self, pos_eps=0.01, neg_eps=0.01, **kwargs):
@@ -33,22 +34,12 @@ class IntraPairVarianceLoss(GenericPairLoss):
         self.neg_eps = neg_eps
         self.add_to_recordable_attributes(list_of_names=["pos_eps", "neg_eps"], is_stat=False)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        reductions = self.plain_masked_reductions(labels, indices_tuple)
-        if reductions is None:
-            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        masks = self.label_masks(labels, ref_labels, indices_tuple)
-        if masks is None:
-            return self.zero_losses()
-        mat = self.distance(embeddings, ref_emb)
+    def masked_pair_loss(self, mat, masks):
         loss_dict = {}
-        sides = zip(self._sub_loss_names(), masks, reductions, (self.pos_eps, self.neg_eps))
-        for name, mask, reduction, eps in sides:
-            if not bool(mask.any()):
-                loss_dict[name] = self.zero_loss()
-                continue
-            sigma, beta = self._hinge_coefficients(eps, self._should_increase(name == "pos_loss"))
-            loss_dict[name] = masked_squared_hinge(mat, mask, sigma, beta, reduction)
+        sides = (("pos", masks.pos, self.pos_eps), ("neg", masks.neg, self.neg_eps))
+        for side, mask, eps in sides:
+            sigma, beta = self._hinge_coefficients(eps, self._should_increase(side == "pos"))
+            loss_dict[f"{side}_loss"] = _SquaredHingeTerms(mat, mask, sigma, beta, f"{side}_pair").entry()
         return loss_dict
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
@@ -95,3 +86,22 @@ class IntraPairVarianceLoss(GenericPairLoss):
     def get_default_distance(self):
         return CosineSimilarity()
 
+
+class _SquaredHingeTerms(PairTerms):
+    """``[sigma * s_ij + beta * mean_mask(s)]_+^2`` for the cells of ``mask``, summed by the fused
+    kernel; listed from the same formula."""
+
+    def __init__(self, mat, mask, sigma, beta, reduction_type):
+        super().__init__(mat, mask, reduction_type)
+        self.sigma, self.beta = sigma, beta
+
+    def materialize(self):
+        rows, cols = torch.where(self.mask)
+        return squared_hinges(self.values, self.mask, self.sigma, self.beta)[rows, cols], (rows, cols)
+
+    def kept_sum(self, low=None, high=None):
+        return masked_squared_hinge_sum(self.values, self.mask, self.sigma, self.beta, low, high)
+
+    def pair_matrix(self, num_rows, num_cols):
+        return PairTerms(squared_hinges(self.values, self.mask, self.sigma, self.beta), self.mask,
+                         self.reduction_type).pair_matrix(num_rows, num_cols)

@@ -12,29 +12,14 @@ import numbers
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.angles import safe_acos
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import SizeArgumentError, require
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
-
-# acos has an infinite slope at +-1. Values keep acos(clamp(c, -1, 1)); the gradient is taken
-# from a copy clamped this far inside the interval, so it stays finite when c reaches +-1.
-_ACOS_GRAD_MARGIN = 1e-7
-
-
-def safe_acos(cosine):
-    """``acos(clamp(cosine, -1, 1))`` with a finite gradient everywhere."""
-    exact = torch.acos(cosine.clamp(-1, 1))
-    inner = torch.acos(cosine.clamp(-1 + _ACOS_GRAD_MARGIN, 1 - _ACOS_GRAD_MARGIN))
-    return inner + (exact - inner).detach()
-
-
-def accumulation_dtype(dtype):
-    """Half-precision inputs are computed in float32 (exp, acos and norms overflow or lose
-    too much in 16 bits); the result is cast back to the input dtype."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def check_positive_int(owner, name, value):

@@ -4,9 +4,10 @@ Defense of the Triplet Loss for Person Re-Identification", 2017 (page 4)."""
 
 import torch
 
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, grouped_logsumexp, masked_logsumexp
 
 
 class LiftedStructureLoss(GenericPairLoss):
@@ -35,18 +36,15 @@ class LiftedStructureLoss(GenericPairLoss):
         self.pos_margin = pos_margin
         self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        if not self.has_dense_pairs(labels, indices_tuple):
-            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
+    def masked_pair_loss(self, mat, masks):
+        found = masks.positive_pairs_if_any_negative()
         if found is None:
             return self.zero_losses()
-        a1, p, pos_mask, neg_mask = found
-        mat = self.distance(embeddings, ref_emb)
+        a1, p = found
         work = mat.to(accumulation_dtype(mat.dtype))
         neg_terms = self.distance.margin(self.neg_margin, work)
-        anchor_lse = masked_logsumexp(neg_terms, neg_mask, empty=None)
-        return self._pair_losses(work[a1, p], anchor_lse, neg_mask.any(dim=1), a1, p, mat.dtype)
+        anchor_lse = masked_logsumexp(neg_terms, masks.neg, empty=None)
+        return self._pair_losses(work[a1, p], anchor_lse, masks.neg.any(dim=1), a1, p, mat.dtype)
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
         a1, p, a2, _ = indices_tuple

@@ -6,6 +6,7 @@ import math
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils.errors import require
 from .base_metric_loss_function import BaseMetricLossFunction
@@ -116,11 +117,8 @@ class ManifoldLoss(BaseMetricLossFunction):
         inv_sqrt_degree = affinity.sum(dim=1).pow(-0.5)
         normalized = inv_sqrt_degree.unsqueeze(1) * affinity * inv_sqrt_degree.unsqueeze(0)
         system = eye.to(normalized.dtype) - self.alpha * normalized
-        if system.dtype in (torch.float16, torch.bfloat16):
-            # No half-precision inverse: invert in float32 and cast back.
-            inverse = torch.linalg.inv(system.float()).to(system.dtype)
-        else:
-            inverse = torch.linalg.inv(system)
+        # No half-precision inverse: invert in float32 and cast back.
+        inverse = torch.linalg.inv(system.to(accumulation_dtype(system.dtype))).to(system.dtype)
         return (1 - self.alpha) * inverse
 
     def _hinge_softplus(self, scores, rows, proxy_of):

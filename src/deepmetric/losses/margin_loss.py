@@ -3,14 +3,11 @@ ICCV 2017)."""
 
 import torch
 
-from ..reducers import DivisorReducer, MeanReducer, MultipleReducers, SumReducer
+from ..reducers import DivisorReducer
+from ..reducers.terms import SeparableTripletTerms
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
-
-# Reducers whose result on the per-triplet losses follows from their sum, their count and the
-# number of non-zero terms; for these the triplets are never listed.
-_DENSE_REDUCERS = (DivisorReducer, MeanReducer, SumReducer)
 
 
 class MarginLoss(BaseMetricLossFunction):
@@ -34,9 +31,10 @@ class MarginLoss(BaseMetricLossFunction):
         learn_beta: make ``beta`` an ``nn.Parameter`` (``state_dict`` key ``beta``).
         num_classes: if given, one ``beta`` per class, chosen by the anchor's label.
 
-    With labels, no miner, all triplets and a divisor/mean/sum reducer, the triplet sums are
-    computed from the ``N x M`` matrix: each anchor-positive term occurs once per negative of the
-    anchor and each anchor-negative term once per positive, so nothing grows as ``N^3``.
+    With labels, no miner and all triplets, the triplets go to the reducer unlisted
+    (:class:`~deepmetric.reducers.terms.SeparableTripletTerms`): each anchor-positive term occurs
+    once per negative of the anchor and each anchor-negative term once per positive, so sums and
+    counts come from the ``N x M`` matrix and nothing grows as ``N^3``.
     """
 
     def __init__(
@@ -70,16 +68,16 @@ class MarginLoss(BaseMetricLossFunction):
                 "MarginLoss with one beta per class (num_classes) needs labels to pick each "
                 "anchor's beta; got indices_tuple without labels"
             )
-        if indices_tuple is None and self.triplets_per_anchor == "all" and self._dense_reducers():
-            return self._dense_loss(embeddings, labels, ref_emb, ref_labels)
+        if indices_tuple is None and self.triplets_per_anchor == "all":
+            return self.every_triplet_loss(embeddings, labels, ref_emb, ref_labels)
         indices_tuple = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, self.triplets_per_anchor)
         anchor_idx, positive_idx, negative_idx = indices_tuple
         if len(anchor_idx) == 0:
             return self.zero_losses()
-        beta = self.beta if len(self.beta) == 1 else self.beta[labels[anchor_idx]]
-        beta = c_f.to_device(beta, device=embeddings.device, dtype=embeddings.dtype)
+        beta = self._beta(labels, anchor_idx, embeddings)
         mat = self.distance(embeddings, ref_emb)
-        pos_loss, neg_loss = self._pos_neg(mat[anchor_idx, positive_idx], mat[anchor_idx, negative_idx], beta)
+        pos_loss = self.pos_loss(mat[anchor_idx, positive_idx], beta)
+        neg_loss = self.neg_loss(mat[anchor_idx, negative_idx], beta)
         divisor = torch.sum(pos_loss > 0) + torch.sum(neg_loss > 0)
         return {
             "margin_loss": {
@@ -91,10 +89,41 @@ class MarginLoss(BaseMetricLossFunction):
             "beta_reg_loss": self.compute_reg_loss(beta, anchor_idx, divisor),
         }
 
-    def _pos_neg(self, ap, an, beta):
-        relu = torch.nn.functional.relu
-        pos = relu(self.distance.margin(ap, beta) + self.margin)
-        return pos, relu(self.distance.margin(beta, an) + self.margin)
+    def every_triplet_loss(self, embeddings, labels, ref_emb, ref_labels):
+        """Every (anchor, positive, negative) of the labels, as unlisted terms: each triplet's
+        loss is its positive pair's part plus its negative pair's part."""
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        if not lmu.has_any_triplet(pos_mask, neg_mask):
+            return self.zero_losses()
+        beta = self._beta(labels, slice(None), embeddings).view(-1, 1)
+        mat = self.distance(embeddings, ref_emb)
+        pos_loss, neg_loss = self.pos_loss(mat, beta), self.neg_loss(mat, beta)
+        terms = SeparableTripletTerms(pos_loss, neg_loss, pos_mask, neg_mask, nonnegative=True)
+        num_pos, num_neg = lmu.count_per_row(pos_mask), lmu.count_per_row(neg_mask)
+        # the number of non-zero positive parts and negative parts over all triplets
+        divisor = int(
+            torch.sum(lmu.count_per_row((pos_loss > 0) & pos_mask) * num_neg)
+            + torch.sum(lmu.count_per_row((neg_loss > 0) & neg_mask) * num_pos)
+        )
+        reg_loss = self.zero_loss()
+        if self.learn_beta and len(self.beta) == 1:
+            reg_loss = self.compute_reg_loss(beta.view(-1)[:1], None, divisor)
+        elif self.learn_beta:
+            # one beta per anchor class, once per triplet of that anchor
+            beta_terms, nothing = (beta * self.nu).expand_as(mat), torch.zeros_like(mat)
+            reg_terms = SeparableTripletTerms(beta_terms, nothing, pos_mask, neg_mask, "element")
+            reg_loss = reg_terms.entry(divisor=divisor)
+        return {"margin_loss": terms.entry(divisor=divisor), "beta_reg_loss": reg_loss}
+
+    def pos_loss(self, d_ap, beta):
+        return torch.nn.functional.relu(self.distance.margin(d_ap, beta) + self.margin)
+
+    def neg_loss(self, d_an, beta):
+        return torch.nn.functional.relu(self.distance.margin(beta, d_an) + self.margin)
+
+    def _beta(self, labels, anchors, embeddings):
+        beta = self.beta if len(self.beta) == 1 else self.beta[labels[anchors]]
+        return c_f.to_device(beta, device=embeddings.device, dtype=embeddings.dtype)
 
     def compute_reg_loss(self, beta, anchor_idx, divisor):
         if not self.learn_beta:
@@ -103,68 +132,6 @@ class MarginLoss(BaseMetricLossFunction):
         if len(self.beta) == 1:
             return {"losses": loss, "indices": None, "reduction_type": "already_reduced"}
         return {"losses": loss, "indices": anchor_idx, "reduction_type": "element", "divisor": divisor}
-
-    def _sub_reducer(self, name):
-        reducer = self.reducer
-        if isinstance(reducer, MultipleReducers):
-            if reducer.collect_stats:
-                return None
-            reducer = reducer.reducers[name] if name in reducer.reducers else reducer.default_reducer
-        return reducer
-
-    def _dense_reducers(self):
-        """True when every sub-loss reducer is one the dense path reproduces exactly."""
-        names = ["margin_loss"] + (["beta_reg_loss"] if self.learn_beta and len(self.beta) > 1 else [])
-        for name in names:
-            reducer = self._sub_reducer(name)
-            if reducer is None or type(reducer) not in _DENSE_REDUCERS or reducer.collect_stats:
-                return False
-        return True
-
-    def _dense_loss(self, embeddings, labels, ref_emb, ref_labels):
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
-        num_pos, num_neg = lmu.count_per_row(pos_mask), lmu.count_per_row(neg_mask)
-        triplets_per_anchor = num_pos * num_neg
-        num_triplets = int(triplets_per_anchor.sum())
-        if num_triplets == 0:
-            return self.zero_losses()
-        beta = self.beta if len(self.beta) == 1 else self.beta[labels]
-        beta = c_f.to_device(beta, device=embeddings.device, dtype=embeddings.dtype)
-        mat = self.distance(embeddings, ref_emb)
-        pos_loss, neg_loss = self._pos_neg(mat, mat, beta.view(-1, 1))
-        # Half-precision sums of up to N^3 terms overflow; accumulate in float32.
-        acc = torch.float32 if mat.dtype in (torch.float16, torch.bfloat16) else mat.dtype
-        # Each (a, p) term appears once per negative of a, each (a, n) term once per positive:
-        # sum each anchor's row, then weight the row sums.
-        pos_rows = torch.where(pos_mask, pos_loss.to(acc), 0).sum(dim=1)
-        neg_rows = torch.where(neg_mask, neg_loss.to(acc), 0).sum(dim=1)
-        total = torch.sum(pos_rows * num_neg.to(acc)) + torch.sum(neg_rows * num_pos.to(acc))
-        # Counts in integers: the number of triplets exceeds float32's exact range.
-        divisor = int(
-            torch.sum(lmu.count_per_row((pos_loss > 0) & pos_mask) * num_neg)
-            + torch.sum(lmu.count_per_row((neg_loss > 0) & neg_mask) * num_pos)
-        )
-        loss_dict = {"margin_loss": self._reduced(total, "margin_loss", num_triplets, divisor, mat.dtype)}
-        if not self.learn_beta:
-            loss_dict["beta_reg_loss"] = self.zero_loss()
-        elif len(self.beta) == 1:
-            loss_dict["beta_reg_loss"] = self.compute_reg_loss(beta, None, divisor)
-        else:
-            reg_total = torch.sum(beta.to(acc) * self.nu * triplets_per_anchor.to(acc))
-            loss_dict["beta_reg_loss"] = self._reduced(
-                reg_total, "beta_reg_loss", num_triplets, divisor, mat.dtype
-            )
-        return loss_dict
-
-    def _reduced(self, total, name, num_triplets, divisor, dtype):
-        kind = type(self._sub_reducer(name))
-        if kind is DivisorReducer:
-            if divisor == 0:
-                return self.zero_loss()
-            total = total / divisor
-        elif kind is MeanReducer:
-            total = total / num_triplets
-        return {"losses": total.to(dtype), "indices": None, "reduction_type": "already_reduced"}
 
     def _sub_loss_names(self):
         return ["margin_loss", "beta_reg_loss"]

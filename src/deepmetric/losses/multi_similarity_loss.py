@@ -2,9 +2,10 @@
 Deep Metric Learning", CVPR 2019)."""
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import masked_logsumexp
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, masked_logsumexp
 
 
 class MultiSimilarityLoss(GenericPairLoss):

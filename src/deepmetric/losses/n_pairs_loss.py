@@ -4,10 +4,10 @@ NeurIPS 2016)."""
 import torch
 
 from ..distances import DotProductSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
-from .masked_logsumexp import accumulation_dtype
 
 
 class NPairsLoss(BaseMetricLossFunction):

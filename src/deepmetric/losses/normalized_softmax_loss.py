@@ -4,12 +4,12 @@ Learning", BMVC 2019, https://arxiv.org/abs/1811.12649)."""
 import torch
 
 from ..distances import DotProductSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .cosine_cross_entropy import cosine_cross_entropy
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 
 
@@ -52,10 +52,7 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.cast_types(dtype, device)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
         x = embeddings.to(accumulation_dtype(dtype))
-        if isinstance(self.distance, DotProductSimilarity) and self.distance.is_plain_cosine(x):
-            unweighted = cosine_cross_entropy(x, self.W.to(x.dtype).t(), labels, 1 / self.temperature)
-        else:
-            unweighted = self.cross_entropy(self.get_logits(x), labels.long())
+        unweighted = self.cross_entropy(self.get_logits(x), labels.long())
         losses = unweighted * miner_weights.to(x.dtype)
         loss_dict = {
             "loss": {

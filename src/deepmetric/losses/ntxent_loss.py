@@ -7,9 +7,10 @@ import math
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
 from ..utils import common_functions as c_f
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, grouped_logsumexp, masked_logsumexp
 
 
 class NTXentLoss(GenericPairLoss):
@@ -35,16 +36,13 @@ class NTXentLoss(GenericPairLoss):
         self.temperature = temperature
         self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        if not self.has_dense_pairs(labels, indices_tuple):
-            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        found = self.positive_pairs_with_negatives(labels, ref_labels, indices_tuple)
+    def masked_pair_loss(self, mat, masks):
+        found = masks.positive_pairs_if_any_negative()
         if found is None:
             return self.zero_losses()
-        a1, p, pos_mask, neg_mask = found
-        mat = self.distance(embeddings, ref_emb)
+        a1, p = found
         logits = self._logits(mat)
-        neg_lse = masked_logsumexp(logits, neg_mask, empty=None)
+        neg_lse = masked_logsumexp(logits, masks.neg, empty=None)
         return self._pair_losses(logits[a1, p], neg_lse[a1], a1, p, mat.dtype)
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):

@@ -3,55 +3,19 @@ Models", CVPR 2019, https://arxiv.org/abs/1905.02479)."""
 
 import torch
 
-from ..distances.cosine_matrix import unit_rows, unit_rows_backward
+from ..ops.cosine_to_one_hot_mse import cosine_to_one_hot_mse
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
-from ..utils.fused_backward import replayed_gradients, wants_graph_of_gradient
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from .large_margin_softmax_loss import check_positive_int
 
 
 def unit_columns(weight):
     """Every column rescaled to unit L2 norm, the reference's way (``renorm`` to a tiny maximum
     norm, then scaled up), so that the stored weights agree with the reference bit for bit."""
     return weight.renorm(2, 1, 1e-5).mul(1e5)
-
-
-def _plain_cosine_to_one_hot_mse(x, weight, labels):
-    """``_CosineToOneHotMSE`` from plain torch operations (what second derivatives are taken of)."""
-    cos = (torch.nn.functional.normalize(x, dim=1) @ weight).clamp(-1, 1)
-    one_hot = torch.nn.functional.one_hot(labels, cos.shape[1]).to(cos.dtype)
-    return torch.nn.functional.mse_loss(cos, one_hot)
-
-
-class _CosineToOneHotMSE(torch.autograd.Function):
-    """``mean_{i,j} (clamp(x_i . weight_j / ||x_i||, -1, 1) - [j == y_i])^2`` as one autograd
-    node: the normalisation, product, clamp and squared error share one closed-form backward."""
-
-    @staticmethod
-    def forward(ctx, x, weight, labels):
-        x_unit, x_norm = unit_rows(x)
-        cos = x_unit @ weight
-        error = cos.clamp(-1, 1)
-        # The clamp passes gradients only where -1 <= cos <= 1 (both ends included, as in torch).
-        unclamped = error == cos
-        error[torch.arange(len(labels), device=labels.device), labels] -= 1
-        ctx.save_for_backward(x_unit, x_norm, weight, unclamped, error, x, labels)
-        return torch.linalg.vector_norm(error).square() / error.numel()
-
-    @staticmethod
-    def backward(ctx, grad):
-        x_unit, x_norm, weight, unclamped, error, x, labels = ctx.saved_tensors
-        if wants_graph_of_gradient():
-            return replayed_gradients(_plain_cosine_to_one_hot_mse, (x, weight, labels), grad)
-        grad_cos = torch.where(unclamped, error, 0).mul_(grad * 2 / error.numel())
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = unit_rows_backward(grad_cos @ weight.T, x_unit, x_norm)
-        if ctx.needs_input_grad[1]:
-            grad_weight = x_unit.T @ grad_cos
-        return grad_x, grad_weight, None
 
 
 class P2SGradLoss(BaseMetricLossFunction):
@@ -97,7 +61,7 @@ class P2SGradLoss(BaseMetricLossFunction):
         work = accumulation_dtype(dtype)
         x = embeddings.to(work)
         weight = self.weight if self.weight.dtype == work else self.weight.to(work)
-        loss = _CosineToOneHotMSE.apply(x, weight, labels.long())
+        loss = cosine_to_one_hot_mse(x, weight, labels.long())
         return {"loss": {"losses": loss.to(dtype), "indices": None, "reduction_type": "already_reduced"}}
 
     def _check_unit_columns(self, dtype):

@@ -4,8 +4,8 @@ Precision: Only Penalizing Negative Instances before Positive Ones is Enough", A
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.sigmoid_ranks import sigmoid_rank_sums
 from ..utils import common_functions as c_f
-from ._sigmoid_ranks import sigmoid_rank_sums
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # The reference clamps the sigmoid argument to this range (gradient 0 outside).

@@ -5,11 +5,8 @@ The module keeps the reference's name, ``proxy_losses``, because users import it
 
 import torch
 
-from ..distances import DotProductSimilarity, LpDistance
 from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_class_inputs, whole_number_labels
-from .cosine_cross_entropy import cosine_cross_entropy
 from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 from .nca_loss import NCALoss
@@ -62,38 +59,10 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         labels = whole_number_labels(type(self).__name__, labels)
         self._check_inputs(embeddings, labels)
         self.cast_types(embeddings.dtype, embeddings.device)
-        scale = self._cosine_logit_scale(embeddings)
-        if scale is None:
-            proxy_labels = c_f.to_device(self.proxy_labels, labels)
-            loss_dict = self.nca_computation(embeddings, self.proxies, labels, proxy_labels, indices_tuple)
-        else:
-            loss_dict = self._fused_nca(embeddings, labels, indices_tuple, scale)
+        proxy_labels = c_f.to_device(self.proxy_labels, labels)
+        loss_dict = self.nca_computation(embeddings, self.proxies, labels, proxy_labels, indices_tuple)
         self.add_weight_regularization_to_loss_dict(loss_dict, self.proxies)
         return loss_dict
-
-    def _cosine_logit_scale(self, embeddings):
-        """``a`` when the NCA logits are ``a * cos(x, proxy) + const`` (the default squared
-        distance between unit rows is ``2 - 2 cos``; cosine similarity is ``cos``), else None."""
-        distance = self.distance
-        if isinstance(distance, LpDistance) and distance.is_plain_squared_euclidean_of_unit_rows(embeddings):
-            return 2 * self.softmax_scale
-        if isinstance(distance, DotProductSimilarity) and distance.is_plain_cosine(embeddings):
-            return self.softmax_scale
-        return None
-
-    def _fused_nca(self, embeddings, labels, indices_tuple, scale):
-        """``nca_computation`` for proxies, where each row's only positive is its class's proxy:
-        ``-log softmax(logits)[y_i]`` is a cross-entropy, and constants drop out of it."""
-        miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=embeddings.dtype, using_ref=True)
-        losses = cosine_cross_entropy(embeddings, self.proxies, labels, scale)
-        # As in nca_computation: a row whose probability underflows to exactly 0 is dropped.
-        kept = torch.exp(-losses.detach()) != 0
-        indices = c_f.torch_arange_from_size(embeddings)
-        if not bool(kept.all()):
-            if not bool(kept.any()):
-                return self.zero_losses()
-            losses, miner_weights, indices = losses[kept], miner_weights[kept], indices[kept]
-        return {"loss": {"losses": losses * miner_weights, "indices": indices, "reduction_type": "element"}}
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` distances (or similarities) to the proxies."""

@@ -4,9 +4,9 @@ Large-Scale Image Retrieval", ECCV 2020)."""
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.sigmoid_ranks import sigmoid_rank_sums
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ._sigmoid_ranks import sigmoid_rank_sums
 from .base_metric_loss_function import BaseMetricLossFunction
 
 

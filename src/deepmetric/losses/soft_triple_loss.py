@@ -6,12 +6,13 @@ import math
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
 from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from .large_margin_softmax_loss import check_positive_int
 from .mixins import WeightRegularizerMixin
 
 

@@ -5,9 +5,10 @@ import math
 
 import torch
 
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from .arcface_loss import ArcFaceLoss
-from .large_margin_softmax_loss import accumulation_dtype, check_positive_int
+from .large_margin_softmax_loss import check_positive_int
 
 
 class SubCenterArcFaceLoss(ArcFaceLoss):

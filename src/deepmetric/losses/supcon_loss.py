@@ -3,11 +3,12 @@
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
+from ..ops.masked_logsumexp import masked_logsumexp
 from ..reducers import AvgNonZeroReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import accumulation_dtype, masked_logsumexp
 
 
 class SupConLoss(GenericPairLoss):

@@ -4,6 +4,7 @@ Open-World Deep Metric Learning", ICLR 2024, https://arxiv.org/abs/2307.04047)."
 import torch
 
 from ..distances import CosineSimilarity
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import OutOfRangeError
@@ -48,10 +49,8 @@ class ThresholdConsistentMarginLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         dtype = embeddings.dtype
-        rows = embeddings
-        if dtype in (torch.float16, torch.bfloat16):
-            # Half-precision sums over many pairs lose too much; accumulate in float32.
-            rows = embeddings.float()
+        # Half-precision sums over many pairs lose too much; accumulate in float32.
+        rows = embeddings.to(accumulation_dtype(dtype))
         if indices_tuple is None:
             pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
             sim = self._cosine(rows, num_ref=pos_mask.shape[1])

@@ -3,10 +3,10 @@ Self-Supervised Learning", ICLR 2022, https://arxiv.org/abs/2105.04906)."""
 
 import torch
 
+from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils.errors import ShapeError
 from .base_metric_loss_function import BaseMetricLossFunction
-from .large_margin_softmax_loss import accumulation_dtype
 
 
 class VICRegLoss(BaseMetricLossFunction):

@@ -5,9 +5,9 @@ import math
 import torch
 
 from ..distances import LpDistance
+from ..ops.blocked_triplets import positive_pair_blocks, select_triplets
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ._blocked_triplets import positive_pair_blocks, select_triplets
 from .base_miner import BaseMiner
 
 # Triplets whose angle lies this close (radians) to the threshold are recomputed exactly.

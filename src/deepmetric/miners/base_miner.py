@@ -2,9 +2,9 @@
 
 import torch
 
+from ..distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from ..utils import common_functions as c_f
 from ..utils.errors import MissingInputError, require
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
 from ..utils.validation import check_loss_inputs, default_ref_labels
 
 

@@ -4,8 +4,8 @@ import math
 
 import torch
 
+from ..ops.blocked_triplets import select_triplets
 from ..utils import loss_and_miner_utils as lmu
-from ._blocked_triplets import select_triplets
 from .base_miner import BaseMiner
 
 

@@ -4,6 +4,7 @@ import torch
 
 from ..utils.errors import ArgumentError, UnknownNameError
 from ..utils.module_with_records import ModuleWithRecords
+from .terms import ListedTerms, Terms, materialized_entry
 
 REDUCTION_TYPES = ("element", "pos_pair", "neg_pair", "triplet", "already_reduced")
 _TUPLE_LENGTHS = {"pos_pair": 2, "neg_pair": 2, "triplet": 3}
@@ -22,6 +23,11 @@ class BaseReducer(ModuleWithRecords):
     Subclasses implement ``<type>_reduction(losses, indices, embeddings, labels, **kwargs)`` for
     the types they support. A ``losses`` value that is the plain number 0 means "no valid
     tuples": the result is a zero attached to the embeddings' graph, so ``backward()`` works.
+
+    A loss may hand over lazy :class:`~deepmetric.reducers.terms.Terms` instead of listed
+    losses. A reduction method marked ``@reduces_terms`` receives terms (listed losses wrapped in
+    ``ListedTerms``) and reduces them without listing; any other method receives the listed
+    ``losses`` and ``indices`` exactly as the reference builds them.
     """
 
     def __init__(self, collect_stats=None):
@@ -36,6 +42,8 @@ class BaseReducer(ModuleWithRecords):
                 f"{len(loss_dict)}: {list(loss_dict)}; use MultipleReducers for several"
             )
         loss_info = next(iter(loss_dict.values()))
+        if not self.reduces_terms(loss_info["reduction_type"]):
+            loss_info = materialized_entry(loss_info)
         losses, indices, reduction_type, kwargs = self.unpack_loss_info(loss_info)
         return self.reduce_the_loss(losses, indices, reduction_type, kwargs, embeddings, labels)
 
@@ -46,13 +54,25 @@ class BaseReducer(ModuleWithRecords):
         self.set_losses_size_stat(losses)
         if self.input_is_zero_loss(losses):
             return self.zero_loss(embeddings)
-        if torch.is_tensor(losses) and losses.numel() == 0 and reduction_type != "already_reduced":
+        if isinstance(losses, Terms):
+            if len(losses) == 0:
+                return self.zero_loss(embeddings)
+        elif torch.is_tensor(losses) and losses.numel() == 0 and reduction_type != "already_reduced":
             # No terms at all (for example a miner that found nothing): zero, not the NaN of an
             # empty mean, still attached to both the losses' and the embeddings' graphs.
             return losses.sum() + self.zero_loss(embeddings)
-        self.assert_sizes(losses, loss_indices, reduction_type)
+        else:
+            self.assert_sizes(losses, loss_indices, reduction_type)
         reduction_func = self.get_reduction_func(reduction_type)
+        if self.reduces_terms(reduction_type) and not isinstance(losses, Terms):
+            losses = ListedTerms(losses, loss_indices, reduction_type)
         return reduction_func(losses, loss_indices, embeddings, labels, **kwargs)
+
+    def reduces_terms(self, reduction_type):
+        """True when ``<reduction_type>_reduction`` is marked ``@reduces_terms``."""
+        if reduction_type == "already_reduced" or reduction_type not in REDUCTION_TYPES:
+            return False
+        return getattr(self.get_reduction_func(reduction_type), "reduces_terms", False)
 
     def already_reduced_reduction(self, losses, loss_indices, embeddings, labels):
         if not (losses.ndim == 0 or len(losses) == 1):
@@ -119,7 +139,9 @@ class BaseReducer(ModuleWithRecords):
     def set_losses_size_stat(self, losses):
         if not self.collect_stats:
             return
-        if not torch.is_tensor(losses) or losses.ndim == 0:
+        if isinstance(losses, Terms):
+            self.losses_size = len(losses)
+        elif not torch.is_tensor(losses) or losses.ndim == 0:
             self.losses_size = 1
         else:
             self.losses_size = len(losses)

@@ -1,15 +1,15 @@
 """Sum of the losses divided by a divisor chosen by the loss itself."""
 
-import torch
-
 from .base_reducer import BaseReducer
+from .terms import reduces_terms
 
 
 class DivisorReducer(BaseReducer):
     """``sum(losses) / divisor``, where the loss puts ``"divisor"`` in its loss-dict entry.
 
     Lets a loss hard-code its normalisation while staying reducer-agnostic. A zero divisor gives
-    the graph-attached zero.
+    the graph-attached zero. Half-precision losses are summed in float32 (a float16 sum
+    overflows easily); lazy terms are summed without being listed.
     """
 
     def __init__(self, **kwargs):
@@ -27,20 +27,10 @@ class DivisorReducer(BaseReducer):
     def sum_and_divide(self, losses, embeddings, divisor):
         if divisor == 0:
             return self.zero_loss(embeddings)
-        output = torch.sum(losses) / divisor
-        if losses.dtype == torch.float16 and not torch.isfinite(output):
-            # float16 sums overflow easily (to inf, or NaN); redo the sum in float32.
-            output = (torch.sum(losses.float()) / divisor).half()
-        return output
+        return (losses.kept_sum()[0] / divisor).to(losses.dtype)
 
+    @reduces_terms
     def element_reduction(self, losses, loss_indices, embeddings, labels, divisor):
         return self.sum_and_divide(losses, embeddings, divisor)
 
-    def pos_pair_reduction(self, losses, loss_indices, embeddings, labels, divisor):
-        return self.sum_and_divide(losses, embeddings, divisor)
-
-    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels, divisor):
-        return self.sum_and_divide(losses, embeddings, divisor)
-
-    def triplet_reduction(self, losses, loss_indices, embeddings, labels, divisor):
-        return self.sum_and_divide(losses, embeddings, divisor)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction

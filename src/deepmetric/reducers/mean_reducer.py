@@ -1,21 +1,18 @@
 """Mean of the per-element / per-pair / per-triplet losses."""
 
-import torch
-
 from .base_reducer import BaseReducer
+from .terms import reduces_terms
 
 
 class MeanReducer(BaseReducer):
-    """``mean(losses)`` for every reduction type; the default reducer of most losses."""
+    """``mean(losses)`` for every reduction type; the default reducer of most losses.
 
+    Lazy terms are averaged without being listed: ``sum / count`` over all of them.
+    """
+
+    @reduces_terms
     def element_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.mean(losses)
+        total, count = losses.kept_sum()
+        return (total / count).to(losses.dtype)
 
-    def pos_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.mean(losses)
-
-    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.mean(losses)
-
-    def triplet_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.mean(losses)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction

@@ -5,6 +5,7 @@ import torch
 from ..utils import common_functions as c_f
 from .base_reducer import BaseReducer
 from .mean_reducer import MeanReducer
+from .terms import reduces_terms
 
 
 def aggregation_func(x, num_per_row):
@@ -31,28 +32,19 @@ class PerAnchorReducer(BaseReducer):
         }
         return self.reducer(loss_dict, embeddings, labels)
 
+    @reduces_terms
     def pos_pair_reduction(self, losses, loss_indices, embeddings, labels):
         return self.tuple_reduction_helper(losses, loss_indices, embeddings, labels)
 
-    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return self.tuple_reduction_helper(losses, loss_indices, embeddings, labels)
+    neg_pair_reduction = pos_pair_reduction
 
     def triplet_reduction(self, losses, loss_indices, embeddings, labels):
         raise NotImplementedError("PerAnchorReducer does not support triplet losses")
 
     def tuple_reduction_helper(self, losses, loss_indices, embeddings, labels):
-        batch_size = embeddings.shape[0]
-        anchors, others = loss_indices
-        # Columns cover the reference set too when it is larger than the batch.
-        num_cols = batch_size if len(others) == 0 else max(batch_size, int(others.max()) + 1)
-        fill = c_f.pos_inf(losses.dtype)
-        matrix = torch.full(
-            (batch_size, num_cols), fill, dtype=losses.dtype, device=losses.device
-        )
-        matrix = matrix.index_put((anchors, others), losses)
-        missing = matrix == fill
-        matrix = matrix.masked_fill(missing, 0)
-        num_per_row = num_cols - torch.sum(missing, dim=1)
+        # Pair terms as a matrix (anchors x others) with zeros where there is no pair; lazy
+        # terms build it from their mask without listing the pairs.
+        matrix, num_per_row = losses.pair_matrix(embeddings.shape[0], embeddings.shape[0])
         per_anchor = self.aggregation_func(matrix, num_per_row)
         loss_dict = {
             "loss": {

@@ -1,21 +1,14 @@
 """Sum of the losses."""
 
-import torch
-
 from .mean_reducer import MeanReducer
+from .terms import reduces_terms
 
 
 class SumReducer(MeanReducer):
     """``sum(losses)`` for every reduction type."""
 
+    @reduces_terms
     def element_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.sum(losses)
+        return losses.kept_sum()[0].to(losses.dtype)
 
-    def pos_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.sum(losses)
-
-    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.sum(losses)
-
-    def triplet_reduction(self, losses, loss_indices, embeddings, labels):
-        return torch.sum(losses)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction

@@ -1,9 +1,8 @@
 """Mean of the losses that fall strictly inside ``(low, high)``."""
 
-import torch
-
 from ..utils.errors import require
 from .base_reducer import BaseReducer
+from .terms import reduces_terms
 
 
 class ThresholdReducer(BaseReducer):
@@ -11,7 +10,7 @@ class ThresholdReducer(BaseReducer):
 
     With no survivor the result is the graph-attached zero. ``already_reduced`` entries pass
     through unfiltered. On ``[3, 7, 1, 13, 5]``: ``low=6`` gives 10, ``high=6`` gives 3,
-    ``low=6, high=12`` gives 7.
+    ``low=6, high=12`` gives 7. Lazy terms are filtered and averaged without being listed.
     """
 
     def __init__(self, low=None, high=None, **kwargs):
@@ -32,36 +31,23 @@ class ThresholdReducer(BaseReducer):
             list_of_names=["num_past_filter", "num_above_low", "num_below_high"], is_stat=True
         )
 
+    @reduces_terms
     def element_reduction(self, losses, loss_indices, embeddings, labels):
         return self.element_reduction_helper(losses, embeddings)
 
-    def pos_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return self.element_reduction_helper(losses, embeddings)
-
-    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels):
-        return self.element_reduction_helper(losses, embeddings)
-
-    def triplet_reduction(self, losses, loss_indices, embeddings, labels):
-        return self.element_reduction_helper(losses, embeddings)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction
 
     def element_reduction_helper(self, losses, embeddings):
-        keep = torch.ones_like(losses, dtype=torch.bool)
-        if self.low is not None:
-            above_low = losses > self.low
-            keep &= above_low
-        if self.high is not None:
-            below_high = losses < self.high
-            keep &= below_high
-        num_past_filter = int(torch.sum(keep))
+        total, num_past_filter = losses.kept_sum(self.low, self.high)
         if self.collect_stats:
             self.num_past_filter = num_past_filter
             if self.low is not None:
-                self.num_above_low = int(torch.sum(above_low))
+                self.num_above_low = losses.count(low=self.low)
             if self.high is not None:
-                self.num_below_high = int(torch.sum(below_high))
+                self.num_below_high = losses.count(high=self.high)
                 # The reference records, under this misleading name, how many of the losses
                 # above low are below high (and leaves num_below_high at 0); kept for parity.
                 self.num_above_high = num_past_filter
         if num_past_filter >= 1:
-            return torch.mean(losses[keep])
+            return (total / num_past_filter).to(losses.dtype)
         return self.zero_loss(embeddings)

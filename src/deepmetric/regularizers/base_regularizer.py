@@ -1,7 +1,7 @@
 """The regularizer interface: a 2-D tensor (one vector per row) -> a scalar penalty."""
 
+from ..reducers.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 from ..utils import common_functions as c_f
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 
 
 class BaseRegularizer(ModuleWithRecordsReducerAndDistance):

@@ -5,6 +5,7 @@ from collections import defaultdict
 import torch
 import tqdm
 
+from ..training.dataloaders import get_eval_dataloader
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError, UnknownNameError
 
@@ -67,7 +68,7 @@ class BaseTester:
     def initialize_accuracy_calculator(self):
         if self.accuracy_calculator is None:
             # imported here so that testers load even while the calculator's optional parts are absent
-            from ..utils.accuracy_calculator import AccuracyCalculator
+            from ..evaluation.accuracy_calculator import AccuracyCalculator
 
             self.accuracy_calculator = AccuracyCalculator()
 
@@ -80,7 +81,7 @@ class BaseTester:
 
     def maybe_normalize(self, embeddings):
         if self.pca:
-            from ..utils.inference import run_pca
+            from ..evaluation.inference import run_pca
 
             embeddings = run_pca(c_f.torch_standard_scaler(embeddings), self.pca)
         if self.normalize_embeddings:
@@ -118,7 +119,7 @@ class BaseTester:
         if eval:
             trunk_model.eval()
             embedder_model.eval()
-        dataloader = c_f.get_eval_dataloader(
+        dataloader = get_eval_dataloader(
             dataset, self.batch_size, self.dataloader_num_workers, collate_fn
         )
         embeddings, labels = self.compute_all_embeddings(dataloader, trunk_model, embedder_model)

@@ -1,6 +1,7 @@
 import torch
 import tqdm
 
+from ..training.dataloaders import get_eval_dataloader
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
 from .global_embedding_space import GlobalEmbeddingSpaceTester
@@ -37,7 +38,7 @@ class GlobalTwoStreamEmbeddingSpaceTester(GlobalEmbeddingSpaceTester):
         return all_anchors, all_posnegs, labels
 
     def get_all_embeddings(self, dataset, trunk_model, embedder_model, collate_fn):
-        dataloader = c_f.get_eval_dataloader(
+        dataloader = get_eval_dataloader(
             dataset, self.batch_size, self.dataloader_num_workers, collate_fn
         )
         anchors, posnegs, labels = self.compute_all_embeddings(dataloader, trunk_model, embedder_model)

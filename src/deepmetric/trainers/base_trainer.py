@@ -2,17 +2,18 @@
 and (our addition) mixed precision, a progress bar and crash-safe checkpoints with exact resume."""
 
 import os
-import random
 
-import numpy as np
 import torch
 import tqdm
 
-from ..utils import checkpoint as ckpt
+from ..training import checkpoint as ckpt
+from ..training.dataloaders import get_train_dataloader
+from ..training.key_checker import KeyChecker, KeyCheckerDict
+from ..training.loss_tracker import LossTracker
+from ..training.saved_models import regex_replace
+from ..training.seeding import seed_everything
 from ..utils import common_functions as c_f
 from ..utils.errors import ArgumentError
-from ..utils.key_checker import KeyChecker, KeyCheckerDict
-from ..utils.loss_tracker import LossTracker
 from . import distributed_training as ddp
 
 CHECKPOINT_FORMAT = 1
@@ -25,7 +26,7 @@ class BaseTrainer:
     iteration and epoch ends. The arguments are those of pytorch-metric-learning's trainers.
     A ``sampler`` that is a ``torch.utils.data.BatchSampler`` (``HierarchicalSampler``, say)
     decides whole batches: it becomes the ``DataLoader``'s ``batch_sampler`` and ``batch_size``
-    is not used (``c_f.get_train_dataloader``).
+    is not used (``get_train_dataloader``).
 
     Keyword-only additions:
 
@@ -298,7 +299,7 @@ class BaseTrainer:
 
     def step_optimizers(self):
         for k, v in self.optimizers.items():
-            if c_f.regex_replace("_optimizer$", "", k) not in self.freeze_these:
+            if regex_replace("_optimizer$", "", k) not in self.freeze_these:
                 self.step_optimizer(v)
 
     def step_optimizer(self, optimizer):
@@ -351,7 +352,7 @@ class BaseTrainer:
             self.sampler = torch.utils.data.DistributedSampler(
                 self.dataset, shuffle=True, seed=0 if self.seed is None else self.seed, drop_last=True
             )
-        self.dataloader = c_f.get_train_dataloader(
+        self.dataloader = get_train_dataloader(
             self.dataset, self.batch_size, self.sampler, self.dataloader_num_workers, self.collate_fn
         )
         if self.seed is not None:
@@ -509,7 +510,7 @@ class BaseTrainer:
         first_call = not self._has_trained
         self._has_trained = True
         if first_call and self.seed is not None:
-            _seed_everything(self.seed)
+            seed_everything(self.seed)
         if first_call and self.checkpoint_folder is not None and ddp.is_main_process():
             stale = ckpt.list_checkpoints(self.checkpoint_folder)
             if stale:
@@ -649,12 +650,6 @@ def _load_into(obj, saved, key, group):
         c_f.LOGGER.warning(f"The checkpoint has no {group}[{key!r}]; it keeps its current state")
         return
     obj.load_state_dict(saved[key])
-
-
-def _seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _remove(path):

@@ -17,8 +17,8 @@ Each process trains on its own share of every global batch:
 import torch
 import torch.distributed as dist
 
+from ..distributed import DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 from ..losses import BaseMetricLossFunction
-from ..utils.distributed import DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 
 
 def active():

@@ -2,17 +2,21 @@
 
 The module globals ``LOGGER_NAME``, ``LOGGER``, ``NUMPY_RANDOM`` and ``COLLECT_STATS`` may be
 reassigned by users; library code always reads them through this module at call time.
+
+pytorch-metric-learning's ``common_functions`` also holds training helpers (saving and loading
+models, data loaders, ``EmbeddingDataset``, ``sqlite_obj_to_dict``). They live in
+:mod:`deepmetric.training` and stay reachable as ``c_f.<name>``: the first access imports them
+(``__getattr__`` below), so importing this module never loads a higher layer.
 """
 
 import collections
-import glob
+import importlib
 import logging
-import os
-import re
 
 import numpy as np
 import torch
 
+from ..ops import dtypes as _dtypes
 from .errors import ArgumentError, MissingInputError
 
 LOGGER_NAME = "PML"
@@ -30,18 +34,7 @@ def set_logger_name(name):
 
 # ----------------------------------------------------------------------------------------------
 # dtype-aware finite sentinels: +-inf would overflow to NaN in float16 arithmetic.
-
-
-def pos_inf(dtype):
-    return torch.finfo(dtype).max
-
-
-def neg_inf(dtype):
-    return torch.finfo(dtype).min
-
-
-def small_val(dtype):
-    return torch.finfo(dtype).tiny
+pos_inf, neg_inf, small_val = _dtypes.pos_inf, _dtypes.neg_inf, _dtypes.small_val
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,42 +232,6 @@ def set_layers_to_eval(layer_name):
     return set_to_eval
 
 
-def get_train_dataloader(dataset, batch_size, sampler, num_workers, collate_fn):
-    """The trainers' loader: a ``BatchSampler`` (it yields lists of indices) is passed as
-    ``batch_sampler`` and decides the batches; any other sampler (or shuffling, without one)
-    is passed as ``sampler`` with ``batch_size`` and ``drop_last=True``."""
-    if isinstance(sampler, torch.utils.data.BatchSampler):
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=collate_fn,
-            pin_memory=False,
-        )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=int(batch_size),
-        sampler=sampler,
-        drop_last=True,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        shuffle=sampler is None,
-        pin_memory=False,
-    )
-
-
-def get_eval_dataloader(dataset, batch_size, num_workers, collate_fn):
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=int(batch_size),
-        drop_last=False,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        shuffle=False,
-        pin_memory=False,
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # recordable attributes (hyper-parameters and statistics that loggers discover)
 
@@ -304,103 +261,6 @@ def reset_stats(input_obj):
 
 def list_of_recordable_attributes_list_names():
     return ["_record_these", "_record_these_stats"]
-
-
-# ----------------------------------------------------------------------------------------------
-# saving and loading groups of models
-
-
-def modelpath_creator(folder, basename, identifier, extension=".pth"):
-    if identifier is None:
-        return os.path.join(folder, basename + extension)
-    return os.path.join(folder, f"{basename}_{identifier}{extension}")
-
-
-def save_model(model, filepath):
-    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        torch.save(model.module.state_dict(), filepath)
-    else:
-        torch.save(model.state_dict(), filepath)
-
-
-def load_model(model_def, model_filename, device):
-    state = torch.load(model_filename, map_location=device)
-    try:
-        model_def.load_state_dict(state)
-    except (KeyError, RuntimeError) as e:
-        # A state dict taken from a DataParallel wrapper has every key prefixed with "module.".
-        # nn.Module reports that mismatch as RuntimeError, so it is caught too, but only when the
-        # prefix explains it; any other RuntimeError is re-raised unchanged.
-        if isinstance(e, RuntimeError) and not all(k.startswith("module.") for k in state):
-            raise
-        model_def.load_state_dict({k[7:]: v for k, v in state.items()})
-
-
-def operate_on_dict_of_models(
-    input_dict,
-    suffix,
-    folder,
-    operation,
-    logging_string="",
-    log_if_successful=False,
-    assert_success=False,
-):
-    for k, v in input_dict.items():
-        model_path = modelpath_creator(folder, k, suffix)
-        try:
-            operation(v, model_path)
-            if log_if_successful:
-                LOGGER.info(f"{logging_string} {model_path}")
-        except OSError:
-            LOGGER.warning(f"Could not {logging_string} {model_path}")
-            if assert_success:
-                raise
-
-
-def save_dict_of_models(input_dict, suffix, folder, **kwargs):
-    def operation(k, v):
-        return save_model(k, v)
-
-    operate_on_dict_of_models(input_dict, suffix, folder, operation, "SAVE", **kwargs)
-
-
-def load_dict_of_models(input_dict, suffix, folder, device, **kwargs):
-    def operation(k, v):
-        return load_model(k, v, device)
-
-    operate_on_dict_of_models(input_dict, suffix, folder, operation, "LOAD", **kwargs)
-
-
-def delete_dict_of_models(input_dict, suffix, folder, **kwargs):
-    def operation(k, v):
-        if os.path.exists(v):
-            os.remove(v)
-
-    operate_on_dict_of_models(input_dict, suffix, folder, operation, "DELETE", **kwargs)
-
-
-def regex_wrapper(x):
-    if isinstance(x, list):
-        return [re.compile(z) for z in x]
-    return re.compile(x)
-
-
-def regex_replace(search, replace, contents):
-    return re.sub(search, replace, contents)
-
-
-def latest_version(folder, string_to_glob="trunk_*.pth", best=False):
-    """``(epoch, suffix)`` of the newest saved model in ``folder``; ``(0, None)`` when none."""
-    items = glob.glob(os.path.join(folder, string_to_glob))
-    if not items:
-        return 0, None
-    pattern = r"best[0-9]+\.pth$" if best else r"[0-9]+\.pth$"
-    items = [x for x in items if re.search(pattern, x)]
-    if not items:
-        return 0, None
-    version = max(int(re.findall(r"([0-9]+)\.pth$", x)[0]) for x in items)
-    suffix = f"best{version}" if best else version
-    return version, suffix
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,27 +309,6 @@ class TorchInitWrapper:
 
     def __call__(self, tensor):
         self.init_func(tensor, **self.kwargs)
-
-
-class EmbeddingDataset(torch.utils.data.Dataset):
-    """Pairs of ``(embedding, label)`` from two aligned sequences."""
-
-    def __init__(self, embeddings, labels):
-        self.embeddings = embeddings
-        self.labels = labels
-
-    def __len__(self):
-        return len(self.embeddings)
-
-    def __getitem__(self, idx):
-        return self.embeddings[idx], self.labels[idx]
-
-
-def sqlite_obj_to_dict(sqlite_obj):
-    if len(sqlite_obj) == 0:
-        return {}
-    # .keys() is needed: iterating a sqlite3.Row yields its values, not its column names.
-    return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}  # noqa: SIM118
 
 
 def set_ref_emb(embeddings, labels, ref_emb, ref_labels):
@@ -525,3 +364,36 @@ def _urlretrieve(url, filename, chunk_size=32768):
         f"{url}): the built-in datasets download with download=True; a custom dataset's "
         "download_and_remove must fetch its files itself"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# the reference's training helpers, at their new homes (imported on first use)
+
+_MOVED = {
+    "deepmetric.training.saved_models": (
+        "modelpath_creator",
+        "save_model",
+        "load_model",
+        "operate_on_dict_of_models",
+        "save_dict_of_models",
+        "load_dict_of_models",
+        "delete_dict_of_models",
+        "regex_wrapper",
+        "regex_replace",
+        "latest_version",
+    ),
+    "deepmetric.training.dataloaders": ("get_train_dataloader", "get_eval_dataloader", "EmbeddingDataset"),
+    "deepmetric.training.record_keeper": ("sqlite_obj_to_dict",),
+}
+_HOME = {name: module for module, names in _MOVED.items() for name in names}
+
+
+def __getattr__(name):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOME))

@@ -29,6 +29,19 @@ class PairMasks:
                 f"PairMasks needs masks of one shape, got {tuple(self.pos.shape)} and {tuple(self.neg.shape)}"
             )
 
+    def at_most_one_pair_each(self):
+        """True when there is at most one positive and at most one negative pair (a zero loss,
+        as for listed pairs)."""
+        return int(torch.count_nonzero(self.pos)) <= 1 and int(torch.count_nonzero(self.neg)) <= 1
+
+    def positive_pairs_if_any_negative(self):
+        """``(a1, p)`` of the positive pairs, or ``None`` when there is no positive pair or no
+        negative pair at all (losses that contrast positives with negatives are then zero)."""
+        a1, p = torch.where(self.pos)
+        if len(a1) == 0 or not bool(self.neg.any()):
+            return None
+        return a1, p
+
     def to_pairs(self):
         """``(a1, p, a2, n)`` index lists of the positive then the negative pairs."""
         a1, p = torch.where(self.pos)

@@ -22,7 +22,7 @@ import torch
 
 from ..distances.dot_product_similarity import DotProductSimilarity
 from ..distances.lp_distance import LpDistance
-from .errors import IndexFileError, IndexFileNotFoundError
+from ..utils.errors import IndexFileError, IndexFileNotFoundError
 
 TORCH_FORMAT = "deepmetric.ExactKNN"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format

@@ -1,9 +1,9 @@
-"""Tests of deepmetric.losses.monotone_float_search: exact thresholds of rounded tests."""
+"""Tests of deepmetric.ops.float_search: exact thresholds of rounded tests."""
 
 import pytest
 import torch
 
-from deepmetric.losses.monotone_float_search import float_to_key, key_to_float, smallest_true
+from deepmetric.ops.float_search import float_to_key, key_to_float, smallest_true
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 

@@ -7,13 +7,7 @@ distance matrix, instead of building a (pairs x pairs) matrix that selects them.
 
 import torch
 
-from ..utils import common_functions as c_f
-
-
-def accumulation_dtype(dtype):
-    """Half-precision inputs are summed in float32 (exp/log in float16 lose too much)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
+from .dtypes import neg_inf
 
 # Below this fraction of kept entries the kept values are gathered and reduced as a list:
 # exp is then taken only where it matters (typically the few positives of each anchor).
@@ -45,7 +39,7 @@ def _dense_row_logsumexp(x, mask):
     # A finite sentinel instead of -inf keeps every intermediate finite; masked_fill sends no
     # gradient to the masked entries. Written out (rather than torch.logsumexp) so that exp is
     # evaluated once: autograd reuses its saved output in the backward pass.
-    sentinel = c_f.neg_inf(x.dtype)
+    sentinel = neg_inf(x.dtype)
     filled = x.masked_fill(~mask, sentinel)
     top = filled.amax(dim=1, keepdim=True).detach()
     # An empty row has top == sentinel, so its sum is the column count: finite, and later replaced.
@@ -60,7 +54,7 @@ def grouped_logsumexp(values, groups, num_groups):
     ``neg_inf(dtype)``. Returns ``(out, has_any)``.
     """
     dtype, device = values.dtype, values.device
-    sentinel = c_f.neg_inf(dtype)
+    sentinel = neg_inf(dtype)
     top = torch.full((num_groups,), sentinel, dtype=dtype, device=device)
     top = top.scatter_reduce(0, groups, values.detach(), reduce="amax", include_self=True)
     sums = torch.zeros(num_groups, dtype=dtype, device=device)

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-import deepmetric.losses.masked_logsumexp as mlse
-from deepmetric.losses.masked_logsumexp import accumulation_dtype, grouped_logsumexp, masked_logsumexp
+import deepmetric.ops.masked_logsumexp as mlse
+from deepmetric.ops.dtypes import accumulation_dtype
+from deepmetric.ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
 
 
 def reference_rows(x, mask, add_one, empty):

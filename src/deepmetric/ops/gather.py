@@ -1,0 +1,51 @@
+"""Rows of every process of ``torch.distributed``, gathered in rank order.
+
+Each process passes its own ``x``; the first dimensions may differ between processes (rows are
+padded to the largest for the collective and trimmed after). ``dist.all_gather`` has no
+autograd, so gathered copies carry no gradient: :func:`gather_rows_keeping_local_graph` puts
+this process's own ``x``, with its graph, back at its rank's place. This is the one
+implementation of the collective; the distributed loss and miner wrappers, ``CLIPLoss`` and the
+sharded evaluation all use it.
+"""
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed():
+    """Whether a ``torch.distributed`` process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size(group=None):
+    """Processes in ``group`` (the default group when None); 1 without a process group."""
+    return dist.get_world_size(group) if is_distributed() else 1
+
+
+def all_gather_rows(x, group=None):
+    """``[x of rank 0, x of rank 1, ...]``: every process's ``x``, detached, in rank order."""
+    size = dist.get_world_size(group)
+    x = x.contiguous()
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(size)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group=group)
+    sizes = [int(s) for s in sizes]
+    largest = max(sizes)
+    padded = x
+    if x.shape[0] < largest:
+        padding = x.new_zeros((largest - x.shape[0], *x.shape[1:]))
+        padded = torch.cat([x, padding], dim=0)
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded.detach(), group=group)
+    return [part[:n] for part, n in zip(parts, sizes)]
+
+
+def gather_rows(x, group=None):
+    """The rank-ordered concatenation of every process's ``x`` (no gradient)."""
+    return torch.cat(all_gather_rows(x, group))
+
+
+def gather_rows_keeping_local_graph(x, group=None):
+    """:func:`gather_rows`, except that this process's rows are ``x`` itself, graph included."""
+    parts = all_gather_rows(x, group)
+    parts[dist.get_rank(group)] = x
+    return torch.cat(parts)

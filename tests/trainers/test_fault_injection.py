@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from test_trainer_resume import assert_same, build, weights  # noqa: I001 (tests/ is on sys.path)
+from _resume_helpers import assert_same, build, weights
 
 from deepmetric.training import checkpoint as ckpt
 
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     import torch
-    from test_trainer_resume import build, weights
+    from _resume_helpers import build, weights
     folder, resume, kill_epoch, kill_iteration, out = sys.argv[1:6]
     kill_at = (int(kill_epoch), int(kill_iteration))
 
@@ -88,7 +88,7 @@ def test_sigkill_at_random_iterations_several_times_then_resume(tmp_path):
     expected = weights(straight)
 
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(tests=os.path.dirname(__file__), epochs=EPOCHS))
+    script.write_text(CHILD.format(tests=os.path.dirname(os.path.dirname(__file__)), epochs=EPOCHS))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(["src", os.environ.get("PYTHONPATH", "")]))
     folder, out = str(tmp_path / "ckpt"), str(tmp_path / "final.pt")
     kills = [(1, 2), (2, 3), (4, 0)]

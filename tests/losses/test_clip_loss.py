@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from deepmetric.losses import CLIPLoss
 from deepmetric.losses.clip_loss import CLIPLoss as CLIPLossFromModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pair_batch(dtype=torch.float64):

@@ -160,8 +160,11 @@ def test_float32_agrees_with_float64(name, batch):
     if a is None or b is None:
         return
     # a.double(): SmoothAPLoss returns float32 whatever the input dtype (reference behaviour)
+    # The signal-to-noise ratio divides by the variance of a difference, which for nearly equal
+    # 2-D rows is ill-conditioned: float32 loses several digits there (the reference's too).
+    rtol = 1e-2 if name.startswith("SignalToNoise") else 1e-3
     torch.testing.assert_close(
-        b.double(), a.double(), rtol=1e-3, atol=1e-3, msg=f"{name}: float32 vs float64"
+        b.double(), a.double(), rtol=rtol, atol=1e-3, msg=f"{name}: float32 vs float64"
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import requires_reference
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # face -> the modules its names live in now
 HOMES = {

@@ -12,6 +12,10 @@ inherited): a fresh process without the second or two of interpreter start and i
 would otherwise dominate a grid of short rows. ``fresh_interpreter=True`` (or the environment
 variable ``BENCH_FRESH_INTERPRETERS=1``) starts a new interpreter per measurement instead.
 
+Timing: the requested warm-up calls (more while they take under ``WARMUP_S`` in all), then timed
+calls until ``repeats`` of them or ``min_time`` seconds; the median is reported. A first call
+that takes ``SLOW_CALL_S`` or more is the one timed call.
+
 A workload's callable may also have ``reset()``, called once the warm-up is over, and
 ``report()``, whose dict (for example a split of the time into phases, or a quality score of
 the last result) is returned as ``Result.report``.
@@ -42,6 +46,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # warm-up has taken less than WARMUP_S seconds.
 WARMUP_S = 0.25
 MAX_WARMUP_CALLS = 5
+# A first call at least this slow is timed as it is, and is the only timed call: one-time costs
+# are a small part of it, and repeating it would double the cost of the slowest rows.
+SLOW_CALL_S = 2.0
 # What each fork server imports before forking (best effort: a missing package is skipped).
 _COMMON_PRELOAD = ("torch", "numpy", "benchmarks.shapes", "benchmarks.workloads")
 _LIBRARY_SUBMODULES = (
@@ -282,13 +289,16 @@ def die(signal_number):
 
 
 class count_calls:
-    """A calibration workload that counts its calls since ``reset()`` and reports the count."""
+    """A calibration workload that counts its calls since ``reset()`` and reports the count;
+    each call sleeps ``seconds``."""
 
-    def __init__(self):
+    def __init__(self, seconds=0.0):
         self.calls = 0
+        self.seconds = seconds
 
     def __call__(self):
         self.calls += 1
+        time.sleep(self.seconds)
 
     def reset(self):
         self.calls = 0
@@ -325,22 +335,29 @@ def _child(request):
         return
     baseline = _rss_mb()
     try:
+        times = []
         warm_start = time.perf_counter()
         for done in range(MAX_WARMUP_CALLS):
             # the requested warm-up calls, then more while they stay cheap: caches, the
             # allocator and lazily built state settle before timing.
             if done >= request["warmup"] and (done == 0 or time.perf_counter() - warm_start > WARMUP_S):
                 break
-            run()
-        if hasattr(run, "reset"):
-            run.reset()
-        times = []
-        for _ in range(request["repeats"]):
+            if hasattr(run, "reset"):
+                run.reset()
             start = time.perf_counter()
             run()
-            times.append(time.perf_counter() - start)
-            if request.get("min_time") and sum(times) >= request["min_time"]:
+            if done == 0 and time.perf_counter() - start >= SLOW_CALL_S:
+                times.append(time.perf_counter() - start)
                 break
+        if not times:
+            if hasattr(run, "reset"):
+                run.reset()
+            for _ in range(request["repeats"]):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+                if request.get("min_time") and sum(times) >= request["min_time"]:
+                    break
     except (MemoryError, RuntimeError) as err:
         message = " ".join(str(err).split())
         status = "oom" if isinstance(err, MemoryError) or _OUT_OF_MEMORY.search(message) else "error"

@@ -59,6 +59,11 @@ def test_workload_report_comes_back_and_counts_only_timed_calls():
     assert result.report == {"calls": 4}  # reset() after the warm-up
 
 
+def test_a_slow_first_call_is_the_only_timed_call():
+    result = measure("benchmarks.harness:count_calls", {"seconds": 2.05}, repeats=5, warmup=1)
+    assert result.status == "ok" and result.report == {"calls": 1} and result.median_s >= 2.05
+
+
 def test_a_crashing_child_is_a_failed_row_and_the_next_measurement_still_runs():
     import signal
 

@@ -40,7 +40,7 @@ def parse_args(argv):
     parser.add_argument("--only", nargs="*", default=None, help="row names to (re-)measure")
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per measurement")
     parser.add_argument("--memory-cap-gb", type=float, default=6.0, help="address space per measurement")
-    parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per row")
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per row")
     parser.add_argument("--from-json", action="store_true", help="regenerate tables from saved results")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)

@@ -21,6 +21,11 @@ from benchmarks.harness import measure
 from benchmarks.targets import LARGE, SMALL_SIZES, SMALL_WIDTH, floor_ratio, speedup
 
 CLOSE_CALL = 0.1  # rows slower than the reference, or less than 10% faster, are measured twice
+# The reference's time cap on a row deepmetric finished: this many times deepmetric's call, at least
+# REFERENCE_MIN_CAP_S, at most the row's cap. A reference that needs 100x longer has made the
+# row's point; waiting for it would cost minutes per shape.
+REFERENCE_CAP_FACTOR = 100
+REFERENCE_MIN_CAP_S = 10.0
 SIZES = {"easy": SMALL_SIZES}  # loss and miner sizes at D=128 per shape ...
 DEFAULT_SIZES = (2048,)  # ... and for the shapes not listed
 LARGE_SHAPES = ("easy", "sop", "early")  # shapes with the N=4096, D=512 memory rows
@@ -201,14 +206,19 @@ def measure_row(row, have, floors, caps):
     entry["deepmetric"] = ours.to_dict()
     other = row.companion
     if row.with_reference and have.get(other):
-        theirs = measure(row.workload, {"library": other, **row.kwargs}, **options)
+        their_options = options
+        ours_s = targets.seconds(entry["deepmetric"])
+        if other == "reference" and ours_s is not None:
+            cap = min(options["timeout_s"], max(REFERENCE_MIN_CAP_S, REFERENCE_CAP_FACTOR * ours_s))
+            their_options = {**options, "timeout_s": cap}
+        theirs = measure(row.workload, {"library": other, **row.kwargs}, **their_options)
         entry[other] = theirs.to_dict()
         ratio = speedup(entry)
         if other == "reference" and ratio is not None and ratio < 1 + CLOSE_CALL:
             # A miss or a close call is measured once more on both sides, each keeping its lower
             # median, so that a burst of noise during one measurement does not decide the row.
             for library in ("deepmetric", "reference"):
-                again = measure(row.workload, {"library": library, **row.kwargs}, **options).to_dict()
+                again = measure(row.workload, {"library": library, **row.kwargs}, **their_options).to_dict()
                 if targets.seconds(again) and again["median_s"] < entry[library]["median_s"]:
                     entry[library] = again
             entry["measured_twice"] = True

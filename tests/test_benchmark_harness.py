@@ -329,3 +329,47 @@ def test_command_line_defaults_to_every_grid_and_rejects_unknown_ones():
         bench.parse_args(["bogus"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--shapes", "imagenet"])
+
+
+def _fake_measure(times):
+    """A stand-in for harness.measure: ``times[library]`` is a list of medians, one per call."""
+    calls = []
+
+    def fake(workload, kwargs, **options):
+        from benchmarks.harness import Result
+
+        library = kwargs.get("library", "floor")
+        calls.append((library, options))
+        return Result("ok", median_s=times[library].pop(0), peak_extra_mb=1.0)
+
+    return fake, calls
+
+
+def test_measure_row_caps_the_reference_relative_to_deepmetric(monkeypatch):
+    row = grid.Row("losses", "ContrastiveLoss", 2048, 128, "benchmarks.workloads:loss_step", {"case": "x"})
+    caps = {"time_s": 30.0, "memory_gb": 6.0, "min_time": 0.3}
+    for ours, expected_cap in ((0.05, 10.0), (0.2, 20.0), (1.0, 30.0)):
+        fake, calls = _fake_measure({"deepmetric": [ours], "reference": [5 * ours]})
+        monkeypatch.setattr(grid, "measure", fake)
+        entry = grid.measure_row(row, {"reference": True}, {}, caps)
+        assert [c[0] for c in calls] == ["deepmetric", "reference"]
+        assert calls[0][1]["timeout_s"] == 30.0 and calls[1][1]["timeout_s"] == expected_cap
+        assert grid.speedup(entry) == pytest.approx(5.0) and "measured_twice" not in entry
+
+
+def test_measure_row_measures_close_calls_twice_keeping_each_sides_best(monkeypatch):
+    row = grid.Row("losses", "ContrastiveLoss", 2048, 128, "benchmarks.workloads:loss_step", {"case": "x"},
+                   floor=("benchmarks.workloads:matmul_floor", {"n": 2048, "d": 128}))
+    fake, calls = _fake_measure({"deepmetric": [1.0, 0.8], "reference": [0.9, 1.2], "floor": [0.5]})
+    monkeypatch.setattr(grid, "measure", fake)
+    floors = {}
+    entry = grid.measure_row(row, {"reference": True}, floors, {"time_s": 30.0, "memory_gb": 6.0, "min_time": 0.3})
+    assert entry["measured_twice"] is True
+    assert entry["deepmetric"]["median_s"] == 0.8 and entry["reference"]["median_s"] == 0.9
+    assert entry["floor"]["median_s"] == 0.5 and len(floors) == 1
+    # a second row with the same floor reuses it
+    fake, calls = _fake_measure({"deepmetric": [1.0], "reference": [3.0]})
+    monkeypatch.setattr(grid, "measure", fake)
+    assert grid.measure_row(row, {"reference": True}, floors, {"time_s": 30.0, "memory_gb": 6.0,
+                                                                "min_time": 0.3})["floor"]["median_s"] == 0.5
+    assert [c[0] for c in calls] == ["deepmetric", "reference"]

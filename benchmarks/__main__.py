@@ -42,6 +42,9 @@ def parse_args(argv):
     parser.add_argument("--memory-cap-gb", type=float, default=6.0, help="address space per measurement")
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per row")
     parser.add_argument("--from-json", action="store_true", help="regenerate tables from saved results")
+    parser.add_argument(
+        "--plan", action="store_true", help="list the rows per grid and shape; measure nothing"
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)
     unknown = [g for g in args.grids if g not in grid.GRIDS]
@@ -154,8 +157,35 @@ def quick_check(args, have):
         print(f"\n'before' is the previous --quick-check run; this run replaced it in {QUICK.name}.")
 
 
+def plan_lines(names, args):
+    """Rows and child processes per grid and shape (close calls add two processes each)."""
+    lines = [f"{'grid':10s} {'shape':9s} {'rows':>5s} {'processes':>9s}  sizes"]
+    for name in names:
+        rows = rows_for(name, args) if not args.quick_check else [
+            r for r in grid.quick_check_rows() if r.grid == name
+        ]
+        floors = set()
+        for shape in shapes.NAMES:
+            group = [r for r in rows if r.shape == shape]
+            if not group:
+                continue
+            count = 0
+            for r in group:
+                count += 1 + int(r.with_reference)
+                if r.floor is not None and (r.floor[0], tuple(sorted(r.floor[1].items()))) not in floors:
+                    floors.add((r.floor[0], tuple(sorted(r.floor[1].items()))))
+                    count += 1
+            sizes = sorted({(r.n, r.d) for r in group})
+            listed = ", ".join(f"{n}x{d}" for n, d in sizes)
+            lines.append(f"{name:10s} {shape:9s} {len(group):5d} {count:9d}  {listed}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.plan:
+        print(plan_lines(args.grids or list(grid.GRIDS), args))
+        return
     have = installed()
     if not have["reference"]:
         print("pytorch-metric-learning is not installed: reference columns stay empty", file=sys.stderr)

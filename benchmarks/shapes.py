@@ -234,16 +234,20 @@ def _bucket_name(low, high):
     return str(low) if low == high else f"{low}-{high}"
 
 
-def describe(n=10000, d=128, with_precision=True):
-    """Markdown: each shape's classes, class-size histogram (classes per bucket) and P@1."""
+def describe(n=10000, d=128, with_precision=True, large=50000):
+    """Markdown: each shape's classes, class-size histogram (classes per bucket) at ``n``, its
+    classes and largest class at ``large``, and P@1 of its raw embeddings at ``n``."""
     names = [_bucket_name(low, high) for low, high in BUCKETS]
-    head = "| shape | classes | mean size | largest | " + " | ".join(names)
-    head += " | P@1 (D=128) | P@1 (D=512) |" if with_precision else " |"
-    lines = [head, "|---" + "|---:" * (3 + len(names) + (2 if with_precision else 0)) + "|"]
+    head = f"| shape | classes | mean size | largest | {' | '.join(names)} | classes at {large:,} "
+    head += f"| largest at {large:,} |"
+    head += " P@1 (D=128) | P@1 (D=512) |" if with_precision else ""
+    lines = [head, "|---" + "|---:" * (5 + len(names) + (2 if with_precision else 0)) + "|"]
     for name in SHAPES:
         sizes = class_sizes(name, n)
+        at_large = class_sizes(name, large)
         counts = [str(c) for _, c, _ in histogram(sizes)]
         row = f"| {name} | {len(sizes)} | {n / len(sizes):.1f} | {int(sizes.max())} | " + " | ".join(counts)
+        row += f" | {len(at_large)} | {int(at_large.max())}"
         if with_precision:
             row += f" | {precision_at_1(name, n, d):.3f} | {precision_at_1(name, n, 512):.3f} |"
         else:

@@ -143,3 +143,14 @@ def test_samples_per_class_fills_the_batch():
     assert samples_per_class("cub", labels, 256) == 8
     assert samples_per_class("cub", labels, 1024) == 16  # 100 classes x 8 < 1024
     assert samples_per_class("sop", torch.arange(1000) % 500, 1024) == 4
+
+
+def test_recorded_kmeans_reasons_quote_the_shapes_class_counts():
+    from benchmarks import reasons
+
+    for shape in ("sop", "early"):
+        classes = len(shapes.class_sizes(shape, 50000))
+        text = reasons.why("AccuracyCalculator()", "floor", 50000, shape)
+        assert f"into the set's {classes:,} classes" in text
+        assert f"at least {1 + 21 * 50000 * classes * 128 / 3.2e11:.1f} floors" in text
+    assert reasons.why("AccuracyCalculator()", "floor", 50000, "cub") is None

@@ -403,6 +403,8 @@ def by_shape(entries):
 
 def render(grid, entries):
     """A grid's markdown: for every shape a heading, the summary line and the table."""
+    if not entries:
+        return f"Not measured yet: run `make bench` (or `python -m benchmarks {grid}`) on a quiet machine."
     make_table = TABLES.get(grid, table)
     blocks = []
     for shape, group in by_shape(entries).items():

@@ -315,6 +315,8 @@ def test_quick_run_regenerates_docs_between_markers(tmp_path, monkeypatch):
     bench.update_docs("miners", [dict(_entry("M", ours=_ok(0.001)), shape=s) for s in ("sop", "easy")])
     text = doc.read_text()
     assert text.index("#### miners on `easy`") < text.index("#### miners on `sop`")
+    bench.update_docs("miners", [])
+    assert "Not measured yet: run `make bench` (or `python -m benchmarks miners`)" in doc.read_text()
 
 
 def test_command_line_defaults_to_every_grid_and_rejects_unknown_ones():

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.deepmetric-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test conformance demo bench lint fuzz clean
+.PHONY: install test conformance demo bench bench-quick lint fuzz clean
 
 install: $(STAMP)
 
@@ -36,8 +36,14 @@ conformance: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m deepmetric train --output runs/demo --overwrite
 
+# Every grid on every input shape (about half an hour on two cores); regenerates docs/performance.md.
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# One row per family (loss, miner, evaluation, training) on two shapes, in a minute or two, printed
+# next to the previous bench-quick run: run it before and after a change.
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick-check
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

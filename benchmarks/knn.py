@@ -2,10 +2,11 @@
 
 Run from the repository root:
 
-    PYTHONPATH=src python -m benchmarks.knn [--sizes 10000 50000] [--threads 2]
+    PYTHONPATH=src python -m benchmarks.knn [--sizes 10000 50000] [--threads 2] [--shapes sop early]
 
 Workload: self-retrieval as in ``AccuracyCalculator.get_accuracy(x, labels)``: the N embeddings
-(float32, D=128, N(0, 1)) are both query and reference, ``ref_includes_query=True``, k=10.
+(float32, D=128) of each input shape of ``benchmarks/shapes.py`` are both query and reference,
+``ref_includes_query=True``, k=10.
 Each row runs in a fresh process through ``benchmarks.harness.measure`` (median time of the
 repeats, peak extra resident memory). ``floor`` is the blocked ``q @ r.T`` alone: the matrix
 multiply no exact method can avoid. Results go to ``benchmarks/results/knn.json``. The
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.harness import measure
+from benchmarks.shapes import NAMES as SHAPE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "knn.json"
@@ -26,17 +28,16 @@ K = 10
 BACKENDS = ("deepmetric ExactKNN", "faiss IndexFlatL2", "reference FaissKNN", "reference CustomKNN", "floor")
 
 
-def _data(n):
-    import torch
+def _data(n, shape):
+    from benchmarks import shapes
 
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(n, DIM, generator=g)
+    return shapes.dataset(shape, n, DIM)[0]
 
 
-def workload(backend, n):
-    """Return a callable doing one k-NN search of ``backend`` on the N x 128 set."""
+def workload(backend, n, shape="easy"):
+    """Return a callable doing one k-NN search of ``backend`` on the N x 128 set of ``shape``."""
 
-    x = _data(n)
+    x = _data(n, shape)
     if backend == "deepmetric ExactKNN":
         from deepmetric.evaluation.knn import ExactKNN
 
@@ -80,27 +81,33 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPE_NAMES), help="input shapes (default: all)")
     parser.add_argument(
         "--all", action="store_true", help="also run the slow reference CustomKNN above N=20000"
     )
     args = parser.parse_args(argv)
     rows = []
-    for n in args.sizes:
+    for shape, n in ((shape, n) for shape in args.shapes for n in args.sizes):
         # The big size gets a single timed run to keep the whole benchmark short.
         repeats, warmup = (3, 1) if n <= 10000 else (1, 0)
         for backend in args.backends:
             if backend == "reference CustomKNN" and n > 20000 and not args.all:
                 continue
+            if backend == "floor" and any(r["backend"] == "floor" and r["n"] == n for r in rows):
+                # the product does not depend on the shape: measured once per N
+                measured = next(r for r in rows if r["backend"] == "floor" and r["n"] == n)
+                rows.append({**measured, "shape": shape})
+                continue
             result = measure(
                 "benchmarks.knn:workload",
-                {"backend": backend, "n": n},
+                {"backend": backend, "n": n, "shape": shape},
                 repeats=repeats,
                 warmup=warmup,
                 timeout_s=120,
                 memory_limit_gb=8,
                 threads=args.threads,
             )
-            row = {"n": n, "dim": DIM, "k": K, "backend": backend, **result.to_dict()}
+            row = {"shape": shape, "n": n, "dim": DIM, "k": K, "backend": backend, **result.to_dict()}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -110,17 +117,24 @@ def main(argv=None):
 
 def table(rows):
     lines = [
-        "| N | backend | median s | vs ExactKNN | peak extra MB |",
-        "|---:|---|---:|---:|---:|",
+        "| shape | N | backend | median s | vs ExactKNN | peak extra MB |",
+        "|---|---:|---|---:|---:|---:|",
     ]
-    ours = {r["n"]: r["median_s"] for r in rows if r["backend"] == BACKENDS[0] and r["status"] == "ok"}
+    ours = {
+        (r.get("shape", "easy"), r["n"]): r["median_s"]
+        for r in rows
+        if r["backend"] == BACKENDS[0] and r["status"] == "ok"
+    }
     for r in rows:
+        shape = r.get("shape", "easy")
         if r["status"] != "ok":
-            lines.append(f"| {r['n']} | {r['backend']} | {r['status']} | - | - |")
+            lines.append(f"| {shape} | {r['n']} | {r['backend']} | {r['status']} | - | - |")
             continue
-        ratio = f"{r['median_s'] / ours[r['n']]:.2f}x" if r["n"] in ours else "-"
+        base = ours.get((shape, r["n"]))
+        ratio = f"{r['median_s'] / base:.2f}x" if base else "-"
         lines.append(
-            f"| {r['n']} | {r['backend']} | {r['median_s']:.2f} | {ratio} | {r['peak_extra_mb']:.0f} |"
+            f"| {shape} | {r['n']} | {r['backend']} | {r['median_s']:.2f} | {ratio} "
+            f"| {r['peak_extra_mb']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -31,6 +31,8 @@ class LossCase:
     # the batch itself (class vectors, proxies, centres, memory); None with pair_based=False
     # means no floor is measured.
     floor_width: Callable = None
+    # Needs as many samples of every class in the batch (shapes.batch(..., equal_classes=True)).
+    equal_classes: bool = False
 
     def floor_rows(self, n, num_classes):
         """``None`` for ``E @ E.T``, else the row count of the other factor; ``False``: no floor."""
@@ -57,8 +59,8 @@ CASES = [
     LossCase("NCALoss", lambda lib, d, c: lib.losses.NCALoss()),
     LossCase("NPairsLoss", lambda lib, d, c: lib.losses.NPairsLoss()),
     LossCase("FastAPLoss", lambda lib, d, c: lib.losses.FastAPLoss()),
-    # needs equally many samples of every class (the grid's labels are arange(N) % C)
-    LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss()),
+    # needs equally many samples of every class in the batch
+    LossCase("SmoothAPLoss", lambda lib, d, c: lib.losses.SmoothAPLoss(), equal_classes=True),
     LossCase("PNPLoss", lambda lib, d, c: lib.losses.PNPLoss()),
     LossCase("HistogramLoss", lambda lib, d, c: lib.losses.HistogramLoss()),
 ]

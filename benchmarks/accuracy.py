@@ -28,7 +28,7 @@ def workload(library, n, d=128, shape="easy", **kwargs):
     from benchmarks import shapes
 
     if library == "deepmetric":
-        from deepmetric.utils.accuracy_calculator import AccuracyCalculator
+        from deepmetric.evaluation.accuracy_calculator import AccuracyCalculator
     else:
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     x, labels = shapes.dataset(shape, n, d)

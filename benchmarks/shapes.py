@@ -221,7 +221,7 @@ def batch(name, n, d, seed=0, equal_classes=False):
 
 def precision_at_1(name, n=10000, d=128, seed=0):
     """Precision at 1 of the raw embeddings of a shape (our AccuracyCalculator, self-retrieval)."""
-    from deepmetric.utils.accuracy_calculator import AccuracyCalculator
+    from deepmetric.evaluation.accuracy_calculator import AccuracyCalculator
 
     emb, labels = dataset(name, n, d, seed)
     calculator = AccuracyCalculator(include=("precision_at_1",), k=1, device=torch.device("cpu"))

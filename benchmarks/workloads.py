@@ -79,7 +79,7 @@ class _KMeansRun:
         self.emb, self.labels = shapes.dataset(shape, n, d)
         self.clusters = int(self.labels.max()) + 1
         if library == "deepmetric":
-            from deepmetric.utils.kmeans import TorchKMeans
+            from deepmetric.evaluation.kmeans import TorchKMeans
 
             # what AccuracyCalculator uses when faiss is missing (niter=20, as the reference)
             kmeans = TorchKMeans(niter=20)

@@ -89,6 +89,16 @@ def test_no_page_cites_a_specification_issue_or_branch(page):
     assert hits == []
 
 
+def test_no_docstring_or_comment_of_the_library_cites_them_either():
+    hits = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sorted((REPO / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if CITATION.search(line)
+    ]
+    assert hits == []
+
+
 def test_the_citation_check_catches_each_form():
     for line in ("see spec part 2", "spec §3", "(§7 item 15)", "fixed in issue 12",
                  "(branch rank-b)", "not in this branch's code"):

@@ -83,3 +83,27 @@ def assert_attached_zero(value, emb):
     assert value.requires_grad
     (grad,) = torch.autograd.grad(value, emb)
     assert torch.all(grad == 0)
+
+
+def assert_matches_reference_in_mode(name, mode, dtype, seed, ref_sizes=None, **kwargs):
+    """The reference comparison on a 40 x 8 batch of 5 classes, called as ``mode`` says: "labels"
+    (labels only), "pairs" or "triplets" (a random tuple), "ref" (a distinct reference set of 30),
+    "ref+pairs" (both); ``ref_sizes`` maps further modes to their reference size."""
+    ref_size = {"ref": 30, "ref+pairs": 30, **(ref_sizes or {})}.get(mode)
+    emb, labels, call = random_batch(40, 8, 5, dtype, seed=seed, ref_size=ref_size)
+    tuples = None
+    if mode.endswith("pairs"):
+        tuples = random_pairs(labels, call.get("ref_labels"), repeat=True)
+    elif mode == "triplets":
+        tuples = random_triplets(labels)
+    return assert_matches_reference(name, emb, labels, call, tuples, **kwargs)
+
+
+def assert_matches_reference_with_mined_pairs_and_no_labels(name, dtype):
+    """Labels may be left out when a miner's pairs (here MultiSimilarityMiner's, with a reference
+    set) are given: the loss then reads positives and negatives from the tuple alone."""
+    from deepmetric.miners import MultiSimilarityMiner
+
+    emb, labels, call = random_batch(32, 6, 4, dtype, seed=5, ref_size=20)
+    tuples = MultiSimilarityMiner(epsilon=0.2)(emb, labels, call["ref_emb"], call["ref_labels"])
+    return assert_matches_reference(name, emb, None, call, tuples)

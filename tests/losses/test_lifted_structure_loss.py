@@ -8,9 +8,9 @@ import torch
 from _pair_loss_helpers import (
     assert_attached_zero,
     assert_matches_reference,
+    assert_matches_reference_in_mode,
+    assert_matches_reference_with_mined_pairs_and_no_labels,
     random_batch,
-    random_pairs,
-    random_triplets,
 )
 
 from conftest import requires_reference, tolerance
@@ -193,24 +193,13 @@ def test_rejects_missing_labels_and_tuple(cls):
 ])
 @pytest.mark.parametrize("mode", ["labels", "pairs", "triplets", "ref", "ref+pairs", "big-ref"])
 def test_matches_reference(name, kwargs, mode, dtype):
-    ref_size = {"ref": 30, "ref+pairs": 30, "big-ref": 60}.get(mode)
-    emb, labels, call = random_batch(40, 8, 5, dtype, seed=15, ref_size=ref_size)
-    tuples = None
-    if mode.endswith("pairs"):
-        tuples = random_pairs(labels, call.get("ref_labels"), repeat=True)
-    elif mode == "triplets":
-        tuples = random_triplets(labels)
-    assert_matches_reference(name, emb, labels, call, tuples, **kwargs)
+    assert_matches_reference_in_mode(name, mode, dtype, seed=15, ref_sizes={"big-ref": 60}, **kwargs)
 
 
 @requires_reference
 @pytest.mark.parametrize("name", ["LiftedStructureLoss", "GeneralizedLiftedStructureLoss"])
 def test_matches_reference_with_a_miner_and_no_labels(name, dtype):
-    from deepmetric.miners import MultiSimilarityMiner
-
-    emb, labels, call = random_batch(32, 6, 4, dtype, seed=5, ref_size=20)
-    tuples = MultiSimilarityMiner(epsilon=0.2)(emb, labels, call["ref_emb"], call["ref_labels"])
-    assert_matches_reference(name, emb, None, call, tuples)
+    assert_matches_reference_with_mined_pairs_and_no_labels(name, dtype)
 
 
 @requires_reference

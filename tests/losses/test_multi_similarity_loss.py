@@ -8,6 +8,7 @@ import torch
 from _pair_loss_helpers import (
     assert_attached_zero,
     assert_matches_reference,
+    assert_matches_reference_with_mined_pairs_and_no_labels,
     random_batch,
     random_pairs,
     random_triplets,
@@ -134,11 +135,7 @@ def test_matches_reference(kwargs, mode, dtype):
 
 @requires_reference
 def test_matches_reference_with_a_miner_and_no_labels(dtype):
-    from deepmetric.miners import MultiSimilarityMiner
-
-    emb, labels, call = random_batch(32, 6, 4, dtype, seed=5, ref_size=20)
-    tuples = MultiSimilarityMiner(epsilon=0.2)(emb, labels, call["ref_emb"], call["ref_labels"])
-    assert_matches_reference("MultiSimilarityLoss", emb, None, call, tuples)
+    assert_matches_reference_with_mined_pairs_and_no_labels("MultiSimilarityLoss", dtype)
 
 
 @requires_reference

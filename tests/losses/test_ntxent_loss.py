@@ -7,10 +7,9 @@ import pytest
 import torch
 from _pair_loss_helpers import (
     assert_attached_zero,
-    assert_matches_reference,
+    assert_matches_reference_in_mode,
+    assert_matches_reference_with_mined_pairs_and_no_labels,
     random_batch,
-    random_pairs,
-    random_triplets,
 )
 
 from conftest import requires_reference, tolerance
@@ -142,23 +141,12 @@ def test_rejects_missing_labels_and_tuple():
 ])
 @pytest.mark.parametrize("mode", ["labels", "pairs", "triplets", "ref", "ref+pairs"])
 def test_matches_reference(kwargs, mode, dtype):
-    with_ref = mode.startswith("ref")
-    emb, labels, call = random_batch(40, 8, 5, dtype, seed=12, ref_size=30 if with_ref else None)
-    tuples = None
-    if mode.endswith("pairs"):
-        tuples = random_pairs(labels, call.get("ref_labels"), repeat=True)
-    elif mode == "triplets":
-        tuples = random_triplets(labels)
-    assert_matches_reference("NTXentLoss", emb, labels, call, tuples, **kwargs)
+    assert_matches_reference_in_mode("NTXentLoss", mode, dtype, seed=12, **kwargs)
 
 
 @requires_reference
 def test_matches_reference_with_a_miner_and_no_labels(dtype):
-    from deepmetric.miners import MultiSimilarityMiner
-
-    emb, labels, call = random_batch(32, 6, 4, dtype, seed=5, ref_size=20)
-    tuples = MultiSimilarityMiner(epsilon=0.2)(emb, labels, call["ref_emb"], call["ref_labels"])
-    assert_matches_reference("NTXentLoss", emb, None, call, tuples)
+    assert_matches_reference_with_mined_pairs_and_no_labels("NTXentLoss", dtype)
 
 
 @requires_reference

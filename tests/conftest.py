@@ -59,3 +59,15 @@ def seed_both(monkeypatch):
         torch.manual_seed(s)
 
     return seed
+
+
+@pytest.fixture(autouse=True)
+def _library_generator_restored():
+    """Every test gets ``c_f.NUMPY_RANDOM`` back as it found it: a run seeded by the CLI replaces
+    it on purpose (as the reference's own seeding does), and a later test that seeds numpy's
+    global generator must not draw from a generator left behind by another test."""
+    from deepmetric.utils import common_functions as c_f
+
+    saved = c_f.NUMPY_RANDOM
+    yield
+    c_f.NUMPY_RANDOM = saved

@@ -33,6 +33,8 @@ class SmoothAPLoss(BaseMetricLossFunction):
         temperature: sigmoid temperature; smaller is closer to the true (step) rank.
     """
 
+    accepts_label_relation = False  # its positives are blocks of the batch, not labels (as in pytorch-metric-learning)
+
     def __init__(self, temperature=0.01, **kwargs):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, CosineSimilarity)

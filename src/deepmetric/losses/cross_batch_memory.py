@@ -37,9 +37,9 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     The memory is made of the buffers ``embedding_memory`` ``(memory_size, embedding_size)`` and
     ``label_memory`` ``(memory_size,)`` (``(memory_size, num_classes)`` for multi-hot labels,
     sized by the first batch), cast to the embeddings' device/dtype and the labels' dtype on
-    every call. Positives and negatives follow the wrapped loss's ``label_relation``. The queue position (``queue_idx``, ``has_been_filled``) is saved in
-    ``state_dict`` too (as extra state), so training resumed from a checkpoint continues with
-    the same memory; a reference checkpoint without it loads and keeps the current position.
+    every call. Positives and negatives follow the wrapped loss's ``label_relation``. The queue
+    position (``queue_idx``, ``has_been_filled``) is saved in ``state_dict`` too (as extra
+    state), so training resumed from a checkpoint continues with the same memory; a reference checkpoint without it loads and keeps the current position.
 
     Args:
         loss: the wrapped tuple loss; see :meth:`supported_losses` (checked by exact class name).

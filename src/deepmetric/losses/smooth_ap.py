@@ -33,7 +33,8 @@ class SmoothAPLoss(BaseMetricLossFunction):
         temperature: sigmoid temperature; smaller is closer to the true (step) rank.
     """
 
-    accepts_label_relation = False  # its positives are blocks of the batch, not labels (as in pytorch-metric-learning)
+    # Its positives are blocks of the batch (as in the reference), not decided by labels.
+    accepts_label_relation = False
 
     def __init__(self, temperature=0.01, **kwargs):
         super().__init__(**kwargs)

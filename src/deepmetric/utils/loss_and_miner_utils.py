@@ -158,9 +158,11 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
     the negatives; the reference's calls in its order, so a seed gives its triplets.
 
     With a ``relation`` (or 2-D multi-hot labels) a "class" is a distinct label value (a
-    distinct row), still in ascending order; its anchors draw among the reference rows related
-    to it (the positives) and those that are not (the negatives), leaving themselves out in
-    same-set mode. When the relation is equality this is the same sequence of calls on the same
+    distinct row), in ascending order (rows in descending lexicographic order, so one-hot rows
+    come in the order of their class indices and draw what the indices draw); its anchors draw
+    among the reference rows related to it (the positives) and those that are not (the
+    negatives), leaving themselves out in same-set mode. When the relation is equality this is
+    the same sequence of calls on the same
     candidates, hence the same triplets.
     """
     if relation is not None or labels.ndim != 1:
@@ -223,7 +225,10 @@ def _random_triplets_by_relation(labels, ref_labels, t_per_anchor, weights, rela
     ref_labels = labels if ref_labels is None else ref_labels
     related = related_labels(labels, ref_labels, relation)
     device = labels.device
-    _, group_of = torch.unique(labels, dim=0, return_inverse=True)
+    groups, group_of = torch.unique(labels, dim=0, return_inverse=True)
+    if labels.ndim == 2:
+        # Descending rows: one-hot rows then come in the order of their class indices.
+        group_of = len(groups) - 1 - group_of
     a_idx, p_idx, n_idx = [], [], []
     for group in range(int(group_of.max()) + 1 if len(group_of) else 0):
         a_inds = torch.where(group_of == group)[0]

@@ -39,7 +39,8 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     sized by the first batch), cast to the embeddings' device/dtype and the labels' dtype on
     every call. Positives and negatives follow the wrapped loss's ``label_relation``. The queue
     position (``queue_idx``, ``has_been_filled``) is saved in ``state_dict`` too (as extra
-    state), so training resumed from a checkpoint continues with the same memory; a reference checkpoint without it loads and keeps the current position.
+    state), so training resumed from a checkpoint continues with the same memory; a reference
+    checkpoint without it loads and keeps the current position.
 
     Args:
         loss: the wrapped tuple loss; see :meth:`supported_losses` (checked by exact class name).

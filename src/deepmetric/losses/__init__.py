@@ -4,6 +4,7 @@ from .angular_loss import AngularLoss
 from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
+from .cached_batch_loss import CachedBatchLoss
 from .circle_loss import CircleLoss
 from .clip_loss import CLIPLoss
 from .contrastive_loss import ContrastiveLoss
@@ -49,6 +50,7 @@ __all__ = [
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "CLIPLoss",
+    "CachedBatchLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",

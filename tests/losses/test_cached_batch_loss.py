@@ -83,6 +83,9 @@ def test_clip_loss_and_its_temperature():
     cached = losses.CachedBatchLoss(image_net, clip, 5)
     assert_same_step(step(lambda: cached(images, text_net(texts)), params), want)
     assert any(p is clip.logit_scale for p in cached.parameters())
+    # Both towers cached: the text tower through a second wrapper's embed.
+    text_cache = losses.CachedBatchLoss(text_net, None, 3)
+    assert_same_step(step(lambda: cached(images, text_cache.embed(texts)), params), want)
 
 
 def test_dropout_is_replayed_with_the_forward_passes_masks():

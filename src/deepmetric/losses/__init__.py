@@ -33,6 +33,7 @@ from .proxy_anchor_loss import ProxyAnchorLoss
 from .proxy_losses import ProxyNCALoss
 from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
+from .siglip_loss import SigLIPLoss
 from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .smooth_ap import SmoothAPLoss
 from .soft_triple_loss import SoftTripleLoss
@@ -79,6 +80,7 @@ __all__ = [
     "ProxyNCALoss",
     "RankedListLoss",
     "SelfSupervisedLoss",
+    "SigLIPLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
     "SoftTripleLoss",

@@ -104,7 +104,7 @@ class CLIPLoss(ModuleWithRecords):
         return 1 / min(math.exp(float(self.logit_scale.detach())), self.max_logit_scale)
 
     def forward(self, image_embeddings, text_embeddings):
-        self._check_inputs(image_embeddings, text_embeddings)
+        check_paired_embeddings("CLIPLoss", image_embeddings, text_embeddings)
         self.reset_stats()
         world_size = gather.world_size() if self.gather_distributed else 1
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
@@ -132,7 +132,7 @@ class CLIPLoss(ModuleWithRecords):
 
     def get_logits(self, image_embeddings, text_embeddings):
         """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
-        self._check_inputs(image_embeddings, text_embeddings, same_rows=False)
+        check_paired_embeddings("CLIPLoss", image_embeddings, text_embeddings, same_rows=False)
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
         with torch.autocast(device_type=image_embeddings.device.type, enabled=False):
             cosines = self._cosines(image_embeddings, text_embeddings, compute_dtype)
@@ -148,26 +148,28 @@ class CLIPLoss(ModuleWithRecords):
         v = F.normalize(text_embeddings.to(dtype), dim=1)
         return u @ v.t()
 
-    @staticmethod
-    def _check_inputs(image_embeddings, text_embeddings, same_rows=True):
-        check_embeddings(image_embeddings, "image_embeddings")
-        check_embeddings(text_embeddings, "text_embeddings")
-        if same_rows and image_embeddings.shape != text_embeddings.shape:
-            raise ValueError(
-                "CLIPLoss needs one text embedding per image embedding (row i of each is a pair): "
-                f"image_embeddings has shape {tuple(image_embeddings.shape)}, text_embeddings "
-                f"{tuple(text_embeddings.shape)}"
-            )
-        if image_embeddings.shape[1] != text_embeddings.shape[1]:
-            raise ValueError(
-                "image_embeddings and text_embeddings must have the same width, got "
-                f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
-            )
-        if image_embeddings.dtype != text_embeddings.dtype:
-            raise TypeError(
-                "image_embeddings and text_embeddings must have the same dtype, got "
-                f"{image_embeddings.dtype} and {text_embeddings.dtype}"
-            )
+
+def check_paired_embeddings(owner, image_embeddings, text_embeddings, same_rows=True):
+    """Two finite 2-D float tensors of one width and dtype (and, with ``same_rows``, one row of
+    each per pair)."""
+    check_embeddings(image_embeddings, "image_embeddings")
+    check_embeddings(text_embeddings, "text_embeddings")
+    if same_rows and image_embeddings.shape != text_embeddings.shape:
+        raise ValueError(
+            f"{owner} needs one text embedding per image embedding (row i of each is a pair): "
+            f"image_embeddings has shape {tuple(image_embeddings.shape)}, text_embeddings "
+            f"{tuple(text_embeddings.shape)}"
+        )
+    if image_embeddings.shape[1] != text_embeddings.shape[1]:
+        raise ValueError(
+            "image_embeddings and text_embeddings must have the same width, got "
+            f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
+        )
+    if image_embeddings.dtype != text_embeddings.dtype:
+        raise TypeError(
+            "image_embeddings and text_embeddings must have the same dtype, got "
+            f"{image_embeddings.dtype} and {text_embeddings.dtype}"
+        )
 
 
 def _symmetric_cross_entropy(logits):

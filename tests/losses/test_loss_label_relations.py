@@ -267,3 +267,22 @@ def test_margin_loss_with_one_beta_per_class_needs_class_indices():
     emb, labels = multi_hot_batch()
     with pytest.raises(ValueError, match="1-D class indices"):
         losses.MarginLoss(num_classes=4)(emb, labels)
+
+
+def test_a_column_of_class_indices_is_not_taken_for_multi_hot_labels():
+    emb, labels = batch()
+    with pytest.raises(ValueError, match=r"at least 2 classes.*squeeze\(1\)"):
+        losses.TripletMarginLoss()(emb, labels.unsqueeze(1))
+    with pytest.raises(ValueError, match=r"ref_labels of shape \(12, 1\)"):
+        losses.ContrastiveLoss()(emb, labels, ref_emb=emb, ref_labels=labels.unsqueeze(1))
+    with pytest.raises(ValueError, match=r"only 0 and 1.*\[0.0, 5.0\]"):
+        losses.ContrastiveLoss()(emb, torch.stack([labels, labels // 2], dim=1))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        miners.PairMarginMiner()(emb, labels.unsqueeze(1))
+    # Bool multi-hot rows are fine, and a relation may give 2-D labels any meaning.
+    one_hot = torch.nn.functional.one_hot(labels, 6)
+    assert_same(value_and_grad(losses.ContrastiveLoss(), emb, one_hot.bool()),
+                value_and_grad(losses.ContrastiveLoss(), emb, labels))
+    first_column = lambda a, b: equal(a[:, 0], b[:, 0])  # noqa: E731
+    assert_same(value_and_grad(losses.ContrastiveLoss(label_relation=first_column), emb, labels.unsqueeze(1)),
+                value_and_grad(losses.ContrastiveLoss(), emb, labels))

@@ -4,8 +4,9 @@ Losses and miners decide that rows ``i`` and ``j`` form a positive pair when the
 related and a negative pair otherwise. The relation is, by default:
 
 * equality, for 1-D labels (one class per row): ``labels[i] == ref_labels[j]``;
-* sharing a class, for 2-D multi-hot labels ``(rows, num_classes)`` (any non-zero entry marks
-  a class of the row): ``any_c labels[i, c] != 0 and ref_labels[j, c] != 0``.
+* sharing a class, for 2-D multi-hot labels ``(rows, num_classes)`` (0/1 or bool entries, at
+  least two classes, checked by ``validation.check_multi_hot``):
+  ``any_c labels[i, c] != 0 and ref_labels[j, c] != 0``.
 
 A loss or miner built with ``label_relation=f`` calls ``f(labels, ref_labels)`` instead; ``f``
 must return a ``torch.bool`` tensor of shape ``(len(labels), len(ref_labels))`` and depend only

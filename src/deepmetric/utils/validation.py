@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from .errors import (
+    ArgumentError,
     DtypeError,
     IndexArgumentError,
     MissingInputError,
@@ -113,14 +114,38 @@ def check_loss_inputs(
     check_embeddings(embeddings, "embeddings", check_values=check_values, ndim=ndim)
     if labels is not None:
         check_labels(labels, embeddings.shape[0], "labels", "embeddings", multi_hot)
+        if label_relation is None:
+            check_multi_hot(labels, "labels")
     if ref_emb is None:
         return
     check_embeddings(ref_emb, "ref_emb", check_values=check_values, ndim=ndim)
     check_same_width(embeddings, ref_emb)
     if ref_labels is not None:
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb", multi_hot)
-        if labels is not None and label_relation is None:
-            check_comparable_labels(labels, ref_labels)
+        if label_relation is None:
+            check_multi_hot(ref_labels, "ref_labels")
+            if labels is not None:
+                check_comparable_labels(labels, ref_labels)
+
+
+def check_multi_hot(labels, name="labels"):
+    """2-D labels compared by the default relation are multi-hot rows: at least two classes
+    (columns) and only 0/1 (or bool) entries. A ``(batch_size, 1)`` column of class indices, or
+    columns of several class indices, are mistakes this catches (1-D labels pass)."""
+    if labels.ndim != 2:
+        return
+    if labels.shape[1] < 2:
+        raise ShapeError(
+            f"{name} of shape {tuple(labels.shape)}: 2-D labels are multi-hot rows (batch_size, "
+            "num_classes) with at least 2 classes; for one class index per row pass 1-D labels "
+            f"({name}.squeeze(1))"
+        )
+    if labels.dtype != torch.bool and bool(((labels != 0) & (labels != 1)).any()):
+        raise ArgumentError(
+            f"{name}: 2-D labels are multi-hot rows and must hold only 0 and 1 (or bool), got "
+            f"values in [{float(labels.min())}, {float(labels.max())}]; for another meaning of "
+            "labels pass a label_relation"
+        )
 
 
 def check_comparable_labels(labels, ref_labels):

@@ -59,14 +59,15 @@ def gather_emb_and_ref(emb, labels, ref_emb=None, ref_labels=None):
     return all_emb, all_labels, all_ref_emb, all_ref_labels, labels
 
 
-def get_indices_tuple(labels, ref_labels, embeddings=None, ref_emb=None, miner=None):
+def get_indices_tuple(labels, ref_labels, embeddings=None, ref_emb=None, miner=None, relation=None):
     """All pairs (or the miner's tuples) of local anchors against the gathered reference,
-    without each anchor's pairing with its own copy (the local rows come first)."""
+    without each anchor's pairing with its own copy (the local rows come first). ``relation``:
+    the loss's ``label_relation`` deciding the pairs without a miner."""
     curr_batch_idx = torch.arange(len(labels), device=labels.device)
     if miner:
         indices_tuple = miner(embeddings, labels, ref_emb, ref_labels)
     else:
-        indices_tuple = lmu.get_all_pairs_indices(labels, ref_labels)
+        indices_tuple = lmu.get_all_pairs_indices(labels, ref_labels, relation)
     return lmu.remove_self_comparisons(indices_tuple, curr_batch_idx, len(ref_labels))
 
 
@@ -145,7 +146,7 @@ class DistributedLossWrapper(torch.nn.Module):
             all_labels = select_ref_or_regular(all_labels, all_ref_labels)
         all_emb = select_ref_or_regular(all_emb, all_ref_emb)
         if indices_tuple is None:
-            indices_tuple = get_indices_tuple(labels, all_labels)
+            indices_tuple = get_indices_tuple(labels, all_labels, relation=self.loss.label_relation)
         return self.loss(embeddings, labels, indices_tuple, all_emb, all_labels) * processes
 
     def _plain_call(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask):

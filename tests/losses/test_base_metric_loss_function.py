@@ -116,7 +116,8 @@ def test_unknown_keyword_is_a_type_error():
     "kwargs,error,match",
     [
         ({"labels": torch.tensor([0, 1, 2])}, ValueError, "labels has 3 entries"),
-        ({"labels": torch.tensor([[0, 1, 1, 0]])}, ValueError, "1-D"),
+        ({"labels": torch.tensor([[0, 1, 1, 0]])}, ValueError, "labels has 1 entries"),
+        ({"labels": torch.zeros(4, 1, 1)}, ValueError, "1-D .* or 2-D multi-hot"),
         ({"labels": torch.tensor([0j, 1j, 1j, 0j])}, TypeError, "real dtype"),
         ({"labels": [0, 1, 1, 0]}, TypeError, "torch.Tensor"),
     ],

@@ -21,6 +21,8 @@ DATASETS = EMBEDDED_DATASETS + IMAGE_DATASETS + FOLDER_DATASETS
 PYTHON_ONLY_LOSSES = {
     "CLIPLoss": "takes two batches of paired embeddings (for example images and their captions), "
     "not labelled items; use it from Python (see examples/clip_pairs.py)",
+    "SigLIPLoss": "takes two batches of paired embeddings, not labelled items; use it from Python",
+    "CachedBatchLoss": "wraps a model and another loss object; use it from Python",
     "VICRegLoss": "takes the embeddings of two views of the same items, not labels; use it from Python",
     "ManifoldLoss": "takes no labels (it assigns items to proxies itself); use it from Python",
     "SelfSupervisedLoss": "wraps a loss for two views of the same items, not labelled items; "

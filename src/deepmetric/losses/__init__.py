@@ -4,6 +4,7 @@ from .angular_loss import AngularLoss
 from .arcface_loss import ArcFaceLoss
 from .base_loss_wrapper import BaseLossWrapper
 from .base_metric_loss_function import BaseMetricLossFunction
+from .cached_batch_loss import CachedBatchLoss
 from .circle_loss import CircleLoss
 from .clip_loss import CLIPLoss
 from .contrastive_loss import ContrastiveLoss
@@ -32,6 +33,7 @@ from .proxy_anchor_loss import ProxyAnchorLoss
 from .proxy_losses import ProxyNCALoss
 from .ranked_list_loss import RankedListLoss
 from .self_supervised_loss import SelfSupervisedLoss
+from .siglip_loss import SigLIPLoss
 from .signal_to_noise_ratio_losses import SignalToNoiseRatioContrastiveLoss
 from .smooth_ap import SmoothAPLoss
 from .soft_triple_loss import SoftTripleLoss
@@ -49,6 +51,7 @@ __all__ = [
     "BaseLossWrapper",
     "BaseMetricLossFunction",
     "CLIPLoss",
+    "CachedBatchLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
@@ -77,6 +80,7 @@ __all__ = [
     "ProxyNCALoss",
     "RankedListLoss",
     "SelfSupervisedLoss",
+    "SigLIPLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
     "SoftTripleLoss",

@@ -45,12 +45,13 @@ class AngularLoss(BaseMetricLossFunction):
         c_f.labels_required(labels)
         if indices_tuple is None:
             # Only the positive pairs are listed; the negatives come from the label mask.
-            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
             a1, p = torch.where(pos_mask)
             has_negatives = bool(neg_mask.any())
         else:
-            a1, p, a2, _ = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+            a1, p, a2, _ = lmu.convert_to_pairs(indices_tuple, labels, ref_labels, self.label_relation)
             has_negatives = len(a2) > 0
+            neg_mask = None
         if len(a1) == 0 or not has_negatives:
             return self.zero_losses()
         anchors = self.distance.normalize(embeddings)
@@ -66,7 +67,8 @@ class AngularLoss(BaseMetricLossFunction):
         sq_tan = float(torch.tan(self.alpha) ** 2)
         # Which references are negatives depends only on the anchor, so the mask is folded into
         # the anchor's row once (as -inf) instead of being rebuilt for every pair.
-        neg_mask = labels.unsqueeze(1) != ref_labels.unsqueeze(0)
+        if neg_mask is None:
+            neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)[1]
         anchor_term = (4 * sq_tan * anchor_ref).masked_fill(~neg_mask, -math.inf)
         losses = pair_row_logsumexp(anchor_term, 4 * sq_tan * ref_ref, 2 * (1 + sq_tan) * ap_dot, a1, p)
         self._set_stats(anchor_ref, ref_ref, ap_dot, a1, p, neg_mask, ref_emb)

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 
 from ..ops import gather
 from ..ops.dtypes import accumulation_dtype
+from ..ops.tiled_logsumexp import tiled_logsumexp
 from ..utils.errors import require
 from ..utils.module_with_records import ModuleWithRecords
 from ..utils.validation import check_embeddings
+from ._tiled_pairs import check_tile_size
 
 
 class CLIPLoss(ModuleWithRecords):
@@ -52,11 +54,17 @@ class CLIPLoss(ModuleWithRecords):
 
     With ``gather_distributed=False`` each process only contrasts its own batch.
 
+    With ``tile_size`` set, the row and column log-sum-exps of the logits are computed
+    ``tile_size`` rows at a time and each tile is recomputed in the backward pass, so memory
+    grows as ``O(tile_size x M + M x D)`` instead of ``O(M x M)``; values and gradients equal
+    the dense path's up to rounding (the same formula, under ``torch.distributed`` too).
+
     Args:
         init_temperature: initial softmax temperature (``logit_scale = log(1/init_temperature)``).
         learn_temperature: make ``logit_scale`` a trainable parameter.
         max_logit_scale: upper bound of ``exp(logit_scale)``.
         gather_distributed: contrast against the whole global batch under torch.distributed.
+        tile_size: None (default) for the dense logits; a positive int for the tiled path.
         **kwargs: ``collect_stats``.
     """
 
@@ -66,9 +74,11 @@ class CLIPLoss(ModuleWithRecords):
         learn_temperature=True,
         max_logit_scale=100,
         gather_distributed=True,
+        tile_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.tile_size = check_tile_size(type(self).__name__, tile_size)
         for name, value in (("init_temperature", init_temperature), ("max_logit_scale", max_logit_scale)):
             require(
                 isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -94,7 +104,7 @@ class CLIPLoss(ModuleWithRecords):
         return 1 / min(math.exp(float(self.logit_scale.detach())), self.max_logit_scale)
 
     def forward(self, image_embeddings, text_embeddings):
-        self._check_inputs(image_embeddings, text_embeddings)
+        check_paired_embeddings("CLIPLoss", image_embeddings, text_embeddings)
         self.reset_stats()
         world_size = gather.world_size() if self.gather_distributed else 1
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
@@ -109,15 +119,20 @@ class CLIPLoss(ModuleWithRecords):
                 # The local rows' gradient is multiplied by world_size below; the shared scale's
                 # must not be, so its share of the product is divided here (value unchanged).
                 scale = scale.detach() + (scale - scale.detach()) / world_size
-            logits = scale * self._cosines(image_embeddings, text_embeddings, compute_dtype)
-            loss = _symmetric_cross_entropy(logits)
+            if self.tile_size is None:
+                logits = scale * self._cosines(image_embeddings, text_embeddings, compute_dtype)
+                loss = _symmetric_cross_entropy(logits)
+            else:
+                u = F.normalize(image_embeddings.to(compute_dtype), dim=1)
+                v = F.normalize(text_embeddings.to(compute_dtype), dim=1)
+                loss = _tiled_symmetric_cross_entropy(u, v, scale, self.tile_size)
         if world_size > 1:
             loss = loss.detach() + world_size * (loss - loss.detach())
         return loss
 
     def get_logits(self, image_embeddings, text_embeddings):
         """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
-        self._check_inputs(image_embeddings, text_embeddings, same_rows=False)
+        check_paired_embeddings("CLIPLoss", image_embeddings, text_embeddings, same_rows=False)
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
         with torch.autocast(device_type=image_embeddings.device.type, enabled=False):
             cosines = self._cosines(image_embeddings, text_embeddings, compute_dtype)
@@ -133,31 +148,46 @@ class CLIPLoss(ModuleWithRecords):
         v = F.normalize(text_embeddings.to(dtype), dim=1)
         return u @ v.t()
 
-    @staticmethod
-    def _check_inputs(image_embeddings, text_embeddings, same_rows=True):
-        check_embeddings(image_embeddings, "image_embeddings")
-        check_embeddings(text_embeddings, "text_embeddings")
-        if same_rows and image_embeddings.shape != text_embeddings.shape:
-            raise ValueError(
-                "CLIPLoss needs one text embedding per image embedding (row i of each is a pair): "
-                f"image_embeddings has shape {tuple(image_embeddings.shape)}, text_embeddings "
-                f"{tuple(text_embeddings.shape)}"
-            )
-        if image_embeddings.shape[1] != text_embeddings.shape[1]:
-            raise ValueError(
-                "image_embeddings and text_embeddings must have the same width, got "
-                f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
-            )
-        if image_embeddings.dtype != text_embeddings.dtype:
-            raise TypeError(
-                "image_embeddings and text_embeddings must have the same dtype, got "
-                f"{image_embeddings.dtype} and {text_embeddings.dtype}"
-            )
+
+def check_paired_embeddings(owner, image_embeddings, text_embeddings, same_rows=True):
+    """Two finite 2-D float tensors of one width and dtype (and, with ``same_rows``, one row of
+    each per pair)."""
+    check_embeddings(image_embeddings, "image_embeddings")
+    check_embeddings(text_embeddings, "text_embeddings")
+    if same_rows and image_embeddings.shape != text_embeddings.shape:
+        raise ValueError(
+            f"{owner} needs one text embedding per image embedding (row i of each is a pair): "
+            f"image_embeddings has shape {tuple(image_embeddings.shape)}, text_embeddings "
+            f"{tuple(text_embeddings.shape)}"
+        )
+    if image_embeddings.shape[1] != text_embeddings.shape[1]:
+        raise ValueError(
+            "image_embeddings and text_embeddings must have the same width, got "
+            f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
+        )
+    if image_embeddings.dtype != text_embeddings.dtype:
+        raise TypeError(
+            "image_embeddings and text_embeddings must have the same dtype, got "
+            f"{image_embeddings.dtype} and {text_embeddings.dtype}"
+        )
 
 
 def _symmetric_cross_entropy(logits):
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def _tiled_symmetric_cross_entropy(u, v, scale, tile_size):
+    """``_symmetric_cross_entropy(scale * u @ v.T)`` without the matrix: the targets are the
+    diagonal, ``CE = mean_i(lse_i - logits_ii)`` for the rows and likewise for the columns."""
+
+    def logits(query_rows, ref, scale):
+        return scale * (query_rows @ ref.t())
+
+    row_lse = tiled_logsumexp(logits, u, v, params=(scale,), tile_size=tile_size)
+    col_lse = tiled_logsumexp(logits, v, u, params=(scale,), tile_size=tile_size)
+    matched = scale * (u * v).sum(dim=1)
+    return ((row_lse - matched).mean() + (col_lse - matched).mean()) / 2
 
 
 def _gather_keeping_local_graph(image_embeddings, text_embeddings):

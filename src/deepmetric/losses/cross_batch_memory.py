@@ -35,10 +35,12 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     5. the result is ``loss(anchors, anchor_labels, tuple, E_mem, L_mem)``.
 
     The memory is made of the buffers ``embedding_memory`` ``(memory_size, embedding_size)`` and
-    ``label_memory`` ``(memory_size,)``, cast to the embeddings' device/dtype and the labels'
-    dtype on every call. The queue position (``queue_idx``, ``has_been_filled``) is saved in
-    ``state_dict`` too (as extra state), so training resumed from a checkpoint continues with
-    the same memory; a reference checkpoint without it loads and keeps the current position.
+    ``label_memory`` ``(memory_size,)`` (``(memory_size, num_classes)`` for multi-hot labels,
+    sized by the first batch), cast to the embeddings' device/dtype and the labels' dtype on
+    every call. Positives and negatives follow the wrapped loss's ``label_relation``. The queue
+    position (``queue_idx``, ``has_been_filled``) is saved in ``state_dict`` too (as extra
+    state), so training resumed from a checkpoint continues with the same memory; a reference
+    checkpoint without it loads and keeps the current position.
 
     Args:
         loss: the wrapped tuple loss; see :meth:`supported_losses` (checked by exact class name).
@@ -76,6 +78,7 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
         device = embeddings.device
         labels = c_f.to_device(labels, device=device)
         self.embedding_memory = c_f.to_device(self.embedding_memory, device=device, dtype=embeddings.dtype)
+        self._fit_label_memory(labels)
         self.label_memory = c_f.to_device(self.label_memory, device=device, dtype=labels.dtype)
 
         if enqueue_mask is not None:
@@ -126,24 +129,50 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
         All pairs for a pair loss come as :class:`PairMasks`: listing every (anchor, memory row)
         pair would cost more than the loss itself.
         """
+        relation = self.loss.label_relation
+        # With equal labels a row's own copy is never a negative; under another relation (or
+        # multi-hot labels) it might be, and is removed from the negatives too.
+        by_relation = relation is not None or labels.ndim != 1
         if not self.miner and input_indices_tuple is None and isinstance(self.loss, GenericPairLoss):
-            pos, neg = lmu.get_label_masks(labels, L_mem)
+            pos, neg = lmu.get_label_masks(labels, L_mem, relation)
             if do_remove_self_comparisons:
-                pos[torch.arange(len(labels), device=pos.device), self.curr_batch_idx] = False
+                own_copy = (torch.arange(len(labels), device=pos.device), self.curr_batch_idx)
+                pos[own_copy] = False
+                if by_relation:
+                    neg[own_copy] = False
             return PairMasks(pos, neg)
         if self.miner:
             indices_tuple = self.miner(embeddings, labels, E_mem, L_mem)
         else:
-            indices_tuple = lmu.get_all_pairs_indices(labels, L_mem)
+            indices_tuple = lmu.get_all_pairs_indices(labels, L_mem, relation)
         if do_remove_self_comparisons:
             indices_tuple = lmu.remove_self_comparisons(indices_tuple, self.curr_batch_idx, self.memory_size)
+            if by_relation and len(indices_tuple) == 4:
+                a1, p, a2, n = indices_tuple
+                keep = n != self.curr_batch_idx[a2]
+                indices_tuple = (a1, p, a2[keep], n[keep])
         if input_indices_tuple is not None:
             if len(input_indices_tuple) == 3 and len(indices_tuple) == 4:
-                input_indices_tuple = lmu.convert_to_pairs(input_indices_tuple, labels)
+                input_indices_tuple = lmu.convert_to_pairs(input_indices_tuple, labels, relation=relation)
             elif len(input_indices_tuple) == 4 and len(indices_tuple) == 3:
-                input_indices_tuple = lmu.convert_to_triplets(input_indices_tuple, labels)
+                input_indices_tuple = lmu.convert_to_triplets(input_indices_tuple, labels, relation=relation)
             indices_tuple = c_f.concatenate_indices_tuples(indices_tuple, input_indices_tuple)
         return indices_tuple
+
+    def _fit_label_memory(self, labels):
+        """Multi-hot labels need a memory row per class set: the memory takes the labels' shape
+        while it is empty; later batches must keep it."""
+        if self.label_memory.shape[1:] == labels.shape[1:]:
+            return
+        if self.queue_idx == 0 and not self.has_been_filled:
+            self.label_memory = torch.zeros(
+                (self.memory_size, *labels.shape[1:]), dtype=labels.dtype, device=labels.device
+            )
+            return
+        raise ShapeError(
+            f"CrossBatchMemory holds labels of shape {tuple(self.label_memory.shape[1:])} per row, "
+            f"but this batch's labels have shape {tuple(labels.shape[1:])} per row"
+        )
 
     def reset_queue(self):
         """Empties the memory (zeros) and rewinds the queue position."""
@@ -173,6 +202,10 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     ):
         key = prefix + "_extra_state"
         has_position = key in state_dict
+        saved_labels = state_dict.get(prefix + "label_memory")
+        if torch.is_tensor(saved_labels) and saved_labels.shape != self.label_memory.shape:
+            # A memory of multi-hot labels (or of 1-D labels into a multi-hot one): take its shape.
+            self.label_memory = torch.zeros_like(saved_labels)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -184,7 +217,7 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
         check_embeddings(embeddings, "embeddings")
         if labels is None:
             raise MissingInputError("CrossBatchMemory needs labels")
-        check_labels(labels, embeddings.shape[0])
+        check_labels(labels, embeddings.shape[0], multi_hot=True)
         if embeddings.shape[1] != self.embedding_size:
             raise ShapeError(
                 f"CrossBatchMemory was built with embedding_size={self.embedding_size}, but embeddings "

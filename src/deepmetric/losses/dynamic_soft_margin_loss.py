@@ -74,7 +74,9 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         elif indices_tuple is None:
             return self._every_triplet_loss(embeddings, labels, ref_emb, ref_labels)
         else:
-            a, p, n = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor="all")
+            a, p, n = lmu.convert_to_triplets(
+                indices_tuple, labels, ref_labels, t_per_anchor="all", relation=self.label_relation
+            )
             mat = self.distance(embeddings, ref_emb)
             values = mat[a, p] - mat[a, n]
         if len(values) == 0:
@@ -131,7 +133,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
     def _every_triplet_loss(self, embeddings, labels, ref_emb, ref_labels):
         """The loss over every triplet of the labels, never listed: the histogram update and the
         loss depend on the triplets only through per-bin sums, which are summed in blocks."""
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         if not lmu.has_any_triplet(pos_mask, neg_mask):
             return self.zero_losses()
         mat = self.distance(embeddings, ref_emb)

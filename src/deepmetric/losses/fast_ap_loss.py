@@ -47,7 +47,7 @@ class FastAPLoss(BaseMetricLossFunction):
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         dtype = embeddings.dtype
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
-        pos_mask, neg_mask = lmu.get_label_masks(labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, relation=self.label_relation)
         num_pos = lmu.count_per_row(pos_mask)
         has_pos = num_pos > 0
         if not bool(has_pos.any()):

@@ -37,13 +37,13 @@ class GenericPairLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         if indices_tuple is None:
-            indices_tuple = PairMasks(*lmu.get_label_masks(labels, ref_labels))
+            indices_tuple = PairMasks(*lmu.get_label_masks(labels, ref_labels, self.label_relation))
         if isinstance(indices_tuple, PairMasks):
             masks = indices_tuple
             if masks.at_most_one_pair_each():
                 return self.zero_losses()
             return self.masked_pair_loss(self.distance(embeddings, ref_emb), masks)
-        indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+        indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels, self.label_relation)
         if all(len(x) <= 1 for x in indices_tuple):
             return self.zero_losses()
         return self.loss_method(self.distance(embeddings, ref_emb), indices_tuple)

@@ -6,6 +6,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import SizeArgumentError, require
 from .base_metric_loss_function import BaseMetricLossFunction
 
@@ -63,7 +64,7 @@ class HistogramLoss(BaseMetricLossFunction):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         if indices_tuple is None:
-            pairs = _pair_masks_from_labels(labels)
+            pairs = _pair_masks_from_labels(labels, self.label_relation)
         else:
             pairs = _pair_masks_from_tuple(indices_tuple, len(embeddings))
         if pairs is None:
@@ -105,9 +106,11 @@ class HistogramLoss(BaseMetricLossFunction):
         return CosineSimilarity()
 
 
-def _pair_masks_from_labels(labels):
+def _pair_masks_from_labels(labels, relation):
     """Upper-triangular masks of the positive and negative pairs that occur in some triplet."""
-    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    same = lmu.related_labels(labels, labels, relation)
+    if relation is not None or labels.ndim != 1:
+        same = same.clone().fill_diagonal_(True)  # a row counts itself, as with equal labels
     upper = torch.ones_like(same).triu_(1)
     has_pos = (same.sum(dim=1) > 1)
     # {i, j} with different labels is an anchor-negative pair if either end has a positive.

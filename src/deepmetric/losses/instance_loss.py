@@ -25,6 +25,8 @@ class InstanceLoss(BaseMetricLossFunction):
         gamma: the scale applied to the cosine similarities.
     """
 
+    accepts_label_relation = False  # its labels become class indices (targets of a softmax)
+
     def __init__(self, gamma=64, **kwargs):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, CosineSimilarity)

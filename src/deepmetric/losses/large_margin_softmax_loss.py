@@ -57,6 +57,8 @@ class LargeMarginSoftmaxLoss(ClassMatrixMixin, BaseMetricLossFunction):
             (given ``W.t()``, one row per class).
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(self, num_classes, embedding_size, margin=4, scale=1, **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__

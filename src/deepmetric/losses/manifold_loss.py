@@ -39,6 +39,8 @@ class ManifoldLoss(BaseMetricLossFunction):
         margin: margin of both losses.
     """
 
+    accepts_label_relation = False  # it takes no labels
+
     def __init__(self, l, K=50, lambdaC=1.0, alpha=0.8, margin=5e-4, **kwargs):  # noqa: E741
         super().__init__(**kwargs)
         if lambdaC < 0:

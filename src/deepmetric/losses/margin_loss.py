@@ -68,9 +68,16 @@ class MarginLoss(BaseMetricLossFunction):
                 "MarginLoss with one beta per class (num_classes) needs labels to pick each "
                 "anchor's beta; got indices_tuple without labels"
             )
+        if len(self.beta) > 1 and labels.ndim != 1:
+            raise ValueError(
+                "MarginLoss with one beta per class (num_classes) picks each anchor's beta by its "
+                f"label, so labels must be 1-D class indices, got shape {tuple(labels.shape)}"
+            )
         if indices_tuple is None and self.triplets_per_anchor == "all":
             return self.every_triplet_loss(embeddings, labels, ref_emb, ref_labels)
-        indices_tuple = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, self.triplets_per_anchor)
+        indices_tuple = lmu.convert_to_triplets(
+            indices_tuple, labels, ref_labels, self.triplets_per_anchor, relation=self.label_relation
+        )
         anchor_idx, positive_idx, negative_idx = indices_tuple
         if len(anchor_idx) == 0:
             return self.zero_losses()
@@ -92,7 +99,7 @@ class MarginLoss(BaseMetricLossFunction):
     def every_triplet_loss(self, embeddings, labels, ref_emb, ref_labels):
         """Every (anchor, positive, negative) of the labels, as unlisted terms: each triplet's
         loss is its positive pair's part plus its negative pair's part."""
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         if not lmu.has_any_triplet(pos_mask, neg_mask):
             return self.zero_losses()
         beta = self._beta(labels, slice(None), embeddings).view(-1, 1)

@@ -24,6 +24,8 @@ class NPairsLoss(BaseMetricLossFunction):
     holds ``k``. With more than two samples per class NTXentLoss uses all of them.
     """
 
+    accepts_label_relation = False  # it keeps one pair per distinct label
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.add_to_recordable_attributes(name="num_pairs", is_stat=True)

@@ -54,7 +54,7 @@ class NCALoss(BaseMetricLossFunction):
             mat = mat.float()  # float16 logits would lose most of their precision in exp
         # similarities as they are, distances negated, folded into one multiply
         logits = mat * (self.softmax_scale if self.distance.is_inverted else -self.softmax_scale)
-        positive = query_labels.unsqueeze(1) == reference_labels.unsqueeze(0)
+        positive = lmu.related_labels(query_labels, reference_labels, self.label_relation)
         if same_set:
             logits.fill_diagonal_(c_f.neg_inf(logits.dtype))
         # One softmax (one exponential per entry, none in the backward pass) is the cheapest

@@ -28,6 +28,8 @@ class NormalizedSoftmaxLoss(ClassMatrixMixin, BaseMetricLossFunction):
     hyper-parameters but read 0 (they are not stored); use ``W.shape``.
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(self, num_classes, embedding_size, temperature=0.05, **kwargs):
         super().__init__(**kwargs)
         check_positive_int(type(self).__name__, "num_classes", num_classes)

@@ -9,7 +9,9 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..ops.masked_logsumexp import grouped_logsumexp, masked_logsumexp
+from ..ops.tiled_logsumexp import tiled_logsumexp
 from ..utils import common_functions as c_f
+from ._tiled_pairs import TiledLabelPairs, check_tile_size, paired_values
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -25,16 +27,45 @@ class NTXentLoss(GenericPairLoss):
 
     Args:
         temperature: ``t``; MoCo uses 0.07, SimCLR 0.5.
+        tile_size: None (default) for the dense path; a positive int computes the negatives'
+            log-sum-exp ``tile_size`` anchor rows at a time, recomputing each tile in the
+            backward pass, so memory grows as ``O(tile_size x M + N x D)`` instead of
+            ``O(N x M)`` (used when the pairs come from labels, without an ``indices_tuple``).
+            Values and gradients equal the dense path's up to rounding.
 
     Only the ``N x M`` matrix is used: the negatives' log-sum-exp is taken once per anchor (a
     masked row reduction with labels, a grouped reduction over a miner's negative pairs), so
     memory does not grow with (positive pairs x negative pairs).
     """
 
-    def __init__(self, temperature=0.07, **kwargs):
+    def __init__(self, temperature=0.07, tile_size=None, **kwargs):
         super().__init__(mat_based_loss=False, **kwargs)
         self.temperature = temperature
+        self.tile_size = check_tile_size(type(self).__name__, tile_size)
         self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        if self.tile_size is None or indices_tuple is not None:
+            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        return self.tiled_loss(embeddings, labels, ref_emb, ref_labels)
+
+    def tiled_loss(self, embeddings, labels, ref_emb, ref_labels):
+        """The dense path's loss of every label pair, a tile of anchors at a time."""
+        pairs = TiledLabelPairs(labels, ref_labels, self.label_relation, self.tile_size)
+        a1, p, _, num_neg = pairs.summary()
+        # The dense path's zero cases: at most one pair of each kind, or nothing to contrast.
+        if (len(a1) <= 1 and num_neg <= 1) or len(a1) == 0 or num_neg == 0:
+            return self.zero_losses()
+
+        def logits(query_rows, ref):
+            return self._logits(self.distance(query_rows, ref))
+
+        neg_lse = tiled_logsumexp(
+            logits, embeddings, ref_emb, keep=lambda s, e: pairs.masks(s, e)[1], tile_size=self.tile_size
+        )
+        pos_values = paired_values(self.distance, embeddings[a1], ref_emb[p], self.tile_size)
+        return self._pair_losses(self._logits(pos_values), neg_lse[a1], a1, p, pos_values.dtype)
 
     def masked_pair_loss(self, mat, masks):
         found = masks.positive_pairs_if_any_negative()

@@ -37,6 +37,8 @@ class P2SGradLoss(BaseMetricLossFunction):
         num_classes: number of classes.
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(self, descriptors_dim, num_classes, **kwargs):
         super().__init__(**kwargs)
         check_positive_int(type(self).__name__, "descriptors_dim", descriptors_dim)

@@ -6,6 +6,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.sigmoid_ranks import sigmoid_rank_sums
 from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
 from .base_metric_loss_function import BaseMetricLossFunction
 
 # The reference clamps the sigmoid argument to this range (gradient 0 outside).
@@ -50,7 +51,9 @@ class PNPLoss(BaseMetricLossFunction):
         c_f.indices_tuple_not_supported(indices_tuple)
         c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        same_label = labels.unsqueeze(1) == labels.unsqueeze(0)
+        same_label = lmu.related_labels(labels, labels, self.label_relation)
+        if self.label_relation is not None or labels.ndim != 1:
+            same_label = same_label.clone().fill_diagonal_(True)  # the query is its own positive
         num_pos = same_label.sum(dim=1)  # includes the query itself
         queries = torch.where(num_pos > 1)[0]
         if len(queries) == 0:

@@ -36,6 +36,8 @@ class ProxyAnchorLoss(ClassMatrixMixin, BaseMetricLossFunction):
         alpha: the scale of the log-sum-exp.
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(self, num_classes, embedding_size, margin=0.1, alpha=32, **kwargs):
         super().__init__(**kwargs)
         check_positive_int(type(self).__name__, "num_classes", num_classes)

@@ -38,6 +38,8 @@ class ProxyNCALoss(ClassMatrixMixin, NCALoss):
             ``weight_regularizer``, ``weight_reg_weight`` and the base loss arguments.
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(self, num_classes, embedding_size, **kwargs):
         super().__init__(**kwargs)
         check_positive_int(type(self).__name__, "num_classes", num_classes)

@@ -55,7 +55,7 @@ class RankedListLoss(BaseMetricLossFunction):
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         c_f.indices_tuple_not_supported(indices_tuple)
         mat = self.distance(embeddings, embeddings)
-        pos_mask, neg_mask = lmu.get_label_masks(labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, relation=self.label_relation)
         pos_boundary = self.alpha - self.margin
         positive = mat > 0
         pos_selected = pos_mask & positive & (mat > pos_boundary)

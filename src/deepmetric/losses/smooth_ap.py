@@ -33,6 +33,9 @@ class SmoothAPLoss(BaseMetricLossFunction):
         temperature: sigmoid temperature; smaller is closer to the true (step) rank.
     """
 
+    # Its positives are blocks of the batch (as in the reference), not decided by labels.
+    accepts_label_relation = False
+
     def __init__(self, temperature=0.01, **kwargs):
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, CosineSimilarity)

@@ -40,6 +40,8 @@ class SoftTripleLoss(ClassMatrixMixin, BaseMetricLossFunction):
         margin: margin subtracted from the target class similarity (delta).
     """
 
+    accepts_label_relation = False  # its labels are class indices
+
     def __init__(
         self, num_classes, embedding_size, centers_per_class=10, la=20, gamma=0.1, margin=0.01, **kwargs
     ):

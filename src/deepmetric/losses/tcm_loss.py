@@ -52,12 +52,12 @@ class ThresholdConsistentMarginLoss(BaseMetricLossFunction):
         # Half-precision sums over many pairs lose too much; accumulate in float32.
         rows = embeddings.to(accumulation_dtype(dtype))
         if indices_tuple is None:
-            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+            pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
             sim = self._cosine(rows, num_ref=pos_mask.shape[1])
             pos_pairs = neg_pairs = None
             pos_sims, neg_sims = sim, sim
         else:
-            a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+            a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels, self.label_relation)
             largest = max([int(x.max()) + 1 for x in (p, n) if len(x) > 0], default=0)
             sim = self._cosine(rows, num_ref=largest)
             pos_pairs, neg_pairs = (a1, p), (a2, n)

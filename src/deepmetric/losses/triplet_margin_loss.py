@@ -42,7 +42,8 @@ class TripletMarginLoss(BaseMetricLossFunction):
         if indices_tuple is None and self.triplets_per_anchor == "all" and not self.swap:
             return self.every_triplet_loss(embeddings, labels, ref_emb, ref_labels)
         indices_tuple = lmu.convert_to_triplets(
-            indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor
+            indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor,
+            relation=self.label_relation,
         )
         anchor_idx, positive_idx, negative_idx = indices_tuple
         if len(anchor_idx) == 0:
@@ -58,7 +59,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
 
     def every_triplet_loss(self, embeddings, labels, ref_emb, ref_labels):
         """The loss of every (anchor, positive, negative) of the labels, as unlisted terms."""
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         if not lmu.has_any_triplet(pos_mask, neg_mask):
             return self.zero_losses()
         mat = self.distance(embeddings, ref_emb)

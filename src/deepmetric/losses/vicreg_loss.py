@@ -25,6 +25,8 @@ class VICRegLoss(BaseMetricLossFunction):
     as zero (the reference returns NaN).
     """
 
+    accepts_label_relation = False  # it takes no labels
+
     def __init__(self, invariance_lambda=25, variance_mu=25, covariance_v=1, eps=1e-4, **kwargs):
         if "distance" in kwargs:
             raise ValueError("VICRegLoss cannot use a distance function (got distance=...)")

@@ -47,7 +47,7 @@ class AngularMiner(BaseMiner):
         )
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         angles_of = self._angle_function(embeddings, ref_emb)
         if self.collect_stats:
             stats = _AngleStats(self.angle)

@@ -5,6 +5,7 @@ import torch
 from ..distances.module_with_records_and_distance import ModuleWithRecordsAndDistance
 from ..utils import common_functions as c_f
 from ..utils.errors import MissingInputError, require
+from ..utils.label_relations import check_label_relation
 from ..utils.validation import check_loss_inputs, default_ref_labels
 
 
@@ -19,12 +20,17 @@ class BaseMiner(ModuleWithRecordsAndDistance):
     Args:
         collect_stats: record statistics (``None``: ``c_f.COLLECT_STATS``).
         distance: how embeddings are compared (default: L2 distance of normalised rows).
+        label_relation: which labels count as the same (``deepmetric.utils.label_relations``):
+            ``f(labels_a, labels_b) -> bool (len(labels_a), len(labels_b))``; default equality
+            (or a shared class, for 2-D multi-hot labels).
 
-    Subclasses implement ``mine(embeddings, labels, ref_emb, ref_labels)``.
+    Subclasses implement ``mine(embeddings, labels, ref_emb, ref_labels)`` and decide positives
+    and negatives with ``self.label_relation`` (the ``lmu`` helpers take it as ``relation``).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, label_relation=None, **kwargs):
         super().__init__(**kwargs)
+        self.label_relation = check_label_relation(type(self).__name__, label_relation)
         self.add_to_recordable_attributes(
             list_of_names=["num_pos_pairs", "num_neg_pairs", "num_triplets"], is_stat=True
         )
@@ -62,11 +68,12 @@ class BaseMiner(ModuleWithRecordsAndDistance):
             if labels is None:
                 raise MissingInputError(f"{type(self).__name__} requires labels, got None")
             check_loss_inputs(
-                embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values, self.distance
+                embeddings, labels, ref_emb, ref_labels, self.reads_embedding_values, self.distance,
+                multi_hot=True, label_relation=self.label_relation,
             )
             labels = c_f.to_device(labels, embeddings)
             ref_labels = default_ref_labels(labels, ref_emb, ref_labels)
-            ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels)
+            ref_emb, ref_labels = c_f.set_ref_emb(embeddings, labels, ref_emb, ref_labels, True)
             output = self.mine(embeddings, labels, ref_emb, ref_labels)
         self.output_assertion(output)
         return output

@@ -75,7 +75,7 @@ class BatchEasyHardMiner(BaseMiner):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
         # Boolean masks instead of pair lists: the selection needs no list of the N*M pairs.
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         a1_idx, p_idx, a2_idx, n_idx = pos_mask, None, neg_mask, None
         a = torch.arange(mat.size(0), device=mat.device)
 

@@ -42,7 +42,7 @@ class DistanceWeightedMiner(BaseMiner):
             1.0 - 0.25 * (mat**2.0)
         )
         not_finite = ~torch.isfinite(log_weights)
-        different_class = labels.unsqueeze(1) != ref_labels.unsqueeze(0)
+        different_class = ~lmu.related_labels(labels, ref_labels, self.label_relation)
         log_weights = log_weights * different_class
         finite_values = log_weights[~not_finite]
         if finite_values.numel() == 0:
@@ -56,4 +56,6 @@ class DistanceWeightedMiner(BaseMiner):
         # bit for bit, hence the same multinomial draws. A row of zeros becomes NaN and gets no
         # triplet.
         weights = weights / torch.sum(weights, dim=1, keepdim=True)
-        return lmu.get_random_triplet_indices(labels, ref_labels=ref_labels, weights=weights)
+        return lmu.get_random_triplet_indices(
+            labels, ref_labels=ref_labels, weights=weights, relation=self.label_relation
+        )

@@ -42,10 +42,14 @@ class HDCMiner(BaseMiner):
 
     def set_idx(self, labels, ref_labels):
         if not self.was_set_externally:
-            self.a1, self.p, self.a2, self.n = lmu.get_all_pairs_indices(labels, ref_labels)
+            self.a1, self.p, self.a2, self.n = lmu.get_all_pairs_indices(
+                labels, ref_labels, self.label_relation
+            )
 
     def set_idx_externally(self, external_indices_tuple, labels):
-        self.a1, self.p, self.a2, self.n = lmu.convert_to_pairs(external_indices_tuple, labels)
+        self.a1, self.p, self.a2, self.n = lmu.convert_to_pairs(
+            external_indices_tuple, labels, relation=self.label_relation
+        )
         self.was_set_externally = True
 
     def reset_idx(self):

@@ -29,7 +29,7 @@ class MultiSimilarityMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         if not bool(pos_mask.any()) or not bool(neg_mask.any()):
             return empty_indices(labels.device, 4)
         # As in the reference, positives are chosen among the cells that are not negative pairs

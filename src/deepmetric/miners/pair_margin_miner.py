@@ -26,7 +26,7 @@ class PairMarginMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         self.set_stats(mat, pos_mask, neg_mask)
         if self.distance.is_inverted:
             pos_mask &= mat < self.pos_margin

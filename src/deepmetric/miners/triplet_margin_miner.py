@@ -33,7 +33,7 @@ class TripletMarginMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         self.set_stats(mat, pos_mask, neg_mask)
         inverted = self.distance.is_inverted
 

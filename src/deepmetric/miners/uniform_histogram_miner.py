@@ -27,7 +27,7 @@ class UniformHistogramMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels)
+        pos_mask, neg_mask = lmu.get_label_masks(labels, ref_labels, self.label_relation)
         a1, p = torch.where(pos_mask)
         a2, n = torch.where(neg_mask)
         if len(a1) > 0:

@@ -4,6 +4,7 @@ from .base_trainer import BaseTrainer
 from .cascaded_embeddings import CascadedEmbeddings
 from .deep_adversarial_metric_learning import DeepAdversarialMetricLearning
 from .metric_loss_only import MetricLossOnly
+from .train_with_cached_batches import TrainWithCachedBatches
 from .train_with_classifier import TrainWithClassifier
 from .twostream_metric_loss import TwoStreamMetricLoss
 
@@ -12,6 +13,7 @@ __all__ = [
     "CascadedEmbeddings",
     "DeepAdversarialMetricLearning",
     "MetricLossOnly",
+    "TrainWithCachedBatches",
     "TrainWithClassifier",
     "TwoStreamMetricLoss",
 ]

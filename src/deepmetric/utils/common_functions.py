@@ -267,7 +267,8 @@ def list_of_recordable_attributes_list_names():
 # argument checks used by losses and miners
 
 
-def check_shapes(embeddings, labels):
+def check_shapes(embeddings, labels, multi_hot=False):
+    """One label per embedding, 1-D (or, with ``multi_hot``, also 2-D multi-hot rows)."""
     if labels is None:
         return
     if embeddings.shape[0] != labels.shape[0]:
@@ -275,10 +276,11 @@ def check_shapes(embeddings, labels):
             "Number of embeddings must equal number of labels: got embeddings of shape "
             f"{tuple(embeddings.shape)} and labels of shape {tuple(labels.shape)}"
         )
-    if labels.ndim != 1:
+    if labels.ndim != 1 and not (multi_hot and labels.ndim == 2):
         raise ValueError(
-            "labels must be a 1D tensor of shape (batch_size,), "
-            f"got shape {tuple(labels.shape)}"
+            "labels must be a 1D tensor of shape (batch_size,)"
+            + (" or 2-D multi-hot (batch_size, num_classes)" if multi_hot else "")
+            + f", got shape {tuple(labels.shape)}"
         )
 
 
@@ -311,13 +313,13 @@ class TorchInitWrapper:
         self.init_func(tensor, **self.kwargs)
 
 
-def set_ref_emb(embeddings, labels, ref_emb, ref_labels):
+def set_ref_emb(embeddings, labels, ref_emb, ref_labels, multi_hot=False):
     """Default the reference set to the query set itself (the same objects: identity matters)."""
     if ref_emb is None:
         ref_emb, ref_labels = embeddings, labels
     elif ref_labels is not None:
         ref_labels = to_device(ref_labels, ref_emb)
-    check_shapes(ref_emb, ref_labels)
+    check_shapes(ref_emb, ref_labels, multi_hot)
     return ref_emb, ref_labels
 
 

@@ -4,6 +4,10 @@ Conventions: index tensors are ``torch.long`` on the labels' device. Anchor indi
 query set (``embeddings``/``labels``); positive and negative indices address the reference set
 (``ref_emb``/``ref_labels``). When the reference set *is* the query set (same Python object),
 self-pairs ``(i, i)`` are neither positive nor negative.
+
+Every helper that decides positives and negatives from labels takes ``relation`` (a loss's or
+miner's ``label_relation``; see ``deepmetric.utils.label_relations``). With ``relation=None``
+and 1-D labels, labels are compared for equality exactly as the reference library does.
 """
 
 import math
@@ -14,6 +18,7 @@ import torch
 from ..ops.masks import count_per_row  # noqa: F401  (part of this module's interface)
 from . import common_functions as c_f
 from .errors import ArgumentError
+from .label_relations import exclude_self_pairs, related_labels
 from .pair_masks import PairMasks
 
 
@@ -44,16 +49,22 @@ def is_same_set(labels, ref_labels):
     return ref_labels is None or ref_labels is labels
 
 
-def get_label_masks(labels, ref_labels=None):
-    """Boolean ``(N, M)`` masks of positive and negative pairs (self-pairs excluded in same-set mode)."""
+def get_label_masks(labels, ref_labels=None, relation=None):
+    """Boolean ``(N, M)`` masks of positive and negative pairs (self-pairs excluded in same-set
+    mode): related labels are positives, the others negatives."""
     same = is_same_set(labels, ref_labels)
     if ref_labels is None:
         ref_labels = labels
-    pos = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
-    neg = ~pos
+    if relation is None and labels.ndim == 1:
+        pos = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
+        neg = ~pos
+        if same:
+            pos.fill_diagonal_(False)
+        return pos, neg
+    pos = related_labels(labels, ref_labels, relation)
     if same:
-        pos.fill_diagonal_(False)
-    return pos, neg
+        return exclude_self_pairs(pos, ~pos)
+    return pos, ~pos
 
 
 def has_any_triplet(pos_mask, neg_mask):
@@ -61,25 +72,25 @@ def has_any_triplet(pos_mask, neg_mask):
     return bool((pos_mask.any(dim=1) & neg_mask.any(dim=1)).any())
 
 
-def get_matches_and_diffs(labels, ref_labels=None):
+def get_matches_and_diffs(labels, ref_labels=None, relation=None):
     """uint8 ``(N, M)`` matrices: ``matches[i, j] = labels[i] == ref_labels[j]``, ``diffs = 1 - matches``."""
-    pos, neg = get_label_masks(labels, ref_labels)
+    pos, neg = get_label_masks(labels, ref_labels, relation)
     return pos.byte(), neg.byte()
 
 
-def get_all_pairs_indices(labels, ref_labels=None):
+def get_all_pairs_indices(labels, ref_labels=None, relation=None):
     """``(a1, p, a2, n)``: every positive pair then every negative pair, in row-major order."""
-    pos, neg = get_label_masks(labels, ref_labels)
+    pos, neg = get_label_masks(labels, ref_labels, relation)
     a1, p = torch.where(pos)
     a2, n = torch.where(neg)
     return a1, p, a2, n
 
 
-def convert_to_pairs(indices_tuple, labels, ref_labels=None):
+def convert_to_pairs(indices_tuple, labels, ref_labels=None, relation=None):
     """None -> all pairs; :class:`PairMasks` -> its pairs listed; a 4-tuple is returned as is;
     ``(a, p, n)`` -> ``(a, p, a, n)``."""
     if indices_tuple is None:
-        return get_all_pairs_indices(labels, ref_labels)
+        return get_all_pairs_indices(labels, ref_labels, relation)
     if isinstance(indices_tuple, PairMasks):
         return indices_tuple.to_pairs()
     if len(indices_tuple) == 4:
@@ -104,9 +115,9 @@ def neg_pairs_from_tuple(indices_tuple):
     return indices_tuple[2:]
 
 
-def get_all_triplets_indices(labels, ref_labels=None):
+def get_all_triplets_indices(labels, ref_labels=None, relation=None):
     """Every ``(a, p, n)`` with a positive and a negative of the anchor, sorted by a, p, n."""
-    matches, diffs = get_matches_and_diffs(labels, ref_labels)
+    matches, diffs = get_matches_and_diffs(labels, ref_labels, relation)
     if matches.shape[0] * matches.shape[1] * matches.shape[1] < 2**31 - 1:
         return get_all_triplets_indices_vectorized_method(matches, diffs)
     return get_all_triplets_indices_loop_method(labels, matches, diffs)
@@ -137,7 +148,7 @@ def get_all_triplets_indices_loop_method(labels, all_matches, all_diffs):
     return torch.cat(a_list), torch.cat(p_list), torch.cat(n_list)
 
 
-def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weights=None):
+def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weights=None, relation=None):
     """``t_per_anchor`` random triplets per anchor (all positives' count when None).
 
     Positives are drawn uniformly with replacement (never the anchor itself in same-set mode);
@@ -145,7 +156,17 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
     One class at a time in ascending label order: ``torch.randint`` for the positives (on the
     CPU generator), then ``torch.multinomial`` over the weight rows or ``torch.randint`` for
     the negatives; the reference's calls in its order, so a seed gives its triplets.
+
+    With a ``relation`` (or 2-D multi-hot labels) a "class" is a distinct label value (a
+    distinct row), in ascending order (rows in descending lexicographic order, so one-hot rows
+    come in the order of their class indices and draw what the indices draw); its anchors draw
+    among the reference rows related to it (the positives) and those that are not (the
+    negatives), leaving themselves out in same-set mode. When the relation is equality this is
+    the same sequence of calls on the same
+    candidates, hence the same triplets.
     """
+    if relation is not None or labels.ndim != 1:
+        return _random_triplets_by_relation(labels, ref_labels, t_per_anchor, weights, relation)
     a_idx, p_idx, n_idx = [], [], []
     labels_device = labels.device
     same = is_same_set(labels, ref_labels)
@@ -199,6 +220,66 @@ def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weigh
     return empty, empty.clone(), empty.clone()
 
 
+def _random_triplets_by_relation(labels, ref_labels, t_per_anchor, weights, relation):
+    same = is_same_set(labels, ref_labels)
+    ref_labels = labels if ref_labels is None else ref_labels
+    related = related_labels(labels, ref_labels, relation)
+    device = labels.device
+    groups, group_of = torch.unique(labels, dim=0, return_inverse=True)
+    if labels.ndim == 2:
+        # Descending rows: one-hot rows then come in the order of their class indices.
+        group_of = len(groups) - 1 - group_of
+    a_idx, p_idx, n_idx = [], [], []
+    for group in range(int(group_of.max()) + 1 if len(group_of) else 0):
+        a_inds = torch.where(group_of == group)[0]
+        row = related[a_inds[0]]
+        p_inds, n_inds = torch.where(row)[0], torch.where(~row)[0]
+        # In same-set mode each anchor is a reference row too: it leaves itself out of the
+        # positives when its label relates to itself, else out of the negatives.
+        self_in_pos = same and bool(row[a_inds[0]])
+        self_in_neg = same and not self_in_pos
+        n_a, n_p, n_n = len(a_inds), len(p_inds), len(n_inds)
+        if n_p - int(self_in_pos) < 1 or n_n - int(self_in_neg) < 1:
+            continue
+        k = n_p if t_per_anchor is None else t_per_anchor
+        num_triplets = n_a * k
+        anchor_rows = torch.arange(n_a, device=device).repeat_interleave(k)
+        p_cand = _without_self(p_inds, a_inds) if self_in_pos else p_inds.expand((n_a, n_p))
+        p_ = torch.randint(0, p_cand.shape[1], (num_triplets,)).to(device)
+        p_ = p_cand[anchor_rows, p_]
+        a_ = a_inds.repeat_interleave(k)
+        if weights is not None:
+            w = weights[a_][:, n_inds]
+            if w.dtype == torch.float16:
+                w = w.float()
+            if self_in_neg:
+                w = w.masked_fill(n_inds.unsqueeze(0) == a_.unsqueeze(1), 0)
+            non_zero_rows = torch.where(torch.sum(w, dim=1) > 0)[0]
+            if len(non_zero_rows) == 0:
+                continue
+            w, a_, p_ = w[non_zero_rows], a_[non_zero_rows], p_[non_zero_rows]
+            n_ = n_inds[torch.multinomial(w, 1, replacement=True).flatten()]
+        elif self_in_neg:
+            n_cand = _without_self(n_inds, a_inds)
+            n_ = n_cand[anchor_rows, torch.randint(0, n_cand.shape[1], (num_triplets,)).to(device)]
+        else:
+            n_ = n_inds[torch.randint(0, n_n, (num_triplets,)).to(device)]
+        a_idx.append(a_)
+        p_idx.append(p_)
+        n_idx.append(n_)
+    if a_idx:
+        return tuple(torch.cat(x).to(device=device, dtype=torch.long) for x in (a_idx, p_idx, n_idx))
+    empty = torch.tensor([], device=device, dtype=torch.long)
+    return empty, empty.clone(), empty.clone()
+
+
+def _without_self(candidates, anchors):
+    """``(len(anchors), len(candidates) - 1)``: each anchor's candidates without the anchor
+    itself (every anchor is among the candidates)."""
+    keep = candidates.unsqueeze(0) != anchors.unsqueeze(1)
+    return candidates.expand((len(anchors), len(candidates)))[keep].view(len(anchors), -1)
+
+
 def repeat_to_match_size(smaller_set, larger_size, smaller_size):
     num_repeat = math.ceil(float(larger_size) / float(smaller_size))
     return smaller_set.repeat(num_repeat)[:larger_size]
@@ -216,12 +297,12 @@ def matched_size_indices(curr_p_idx, curr_n_idx):
     return p_idx, n_idx
 
 
-def convert_to_triplets(indices_tuple, labels, ref_labels=None, t_per_anchor=100):
+def convert_to_triplets(indices_tuple, labels, ref_labels=None, t_per_anchor=100, relation=None):
     """None -> all (or ``t_per_anchor`` random) triplets; pairs sharing an anchor -> triplets."""
     if indices_tuple is None:
         if t_per_anchor == "all":
-            return get_all_triplets_indices(labels, ref_labels)
-        return get_random_triplet_indices(labels, ref_labels, t_per_anchor=t_per_anchor)
+            return get_all_triplets_indices(labels, ref_labels, relation)
+        return get_random_triplet_indices(labels, ref_labels, t_per_anchor=t_per_anchor, relation=relation)
     if len(indices_tuple) == 3:
         return indices_tuple
     a1, p, a2, n = indices_tuple

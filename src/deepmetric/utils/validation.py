@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from .errors import (
+    ArgumentError,
     DtypeError,
     IndexArgumentError,
     MissingInputError,
@@ -41,8 +42,9 @@ def check_embeddings(x, name="embeddings", allow_empty=False, check_values=True,
         raise ValueError(f"{name} contains NaN or Inf values (in {bad} of {x.shape[0]} rows)")
 
 
-def check_labels(labels, num_rows, name="labels", rows_name="embeddings"):
-    """A 1-D real tensor (integer, bool or floating) with one label per row of ``rows_name``.
+def check_labels(labels, num_rows, name="labels", rows_name="embeddings", multi_hot=False):
+    """A 1-D real tensor (integer, bool or floating) with one label per row of ``rows_name``;
+    with ``multi_hot`` also a 2-D ``(rows, num_classes)`` tensor of multi-hot rows.
 
     Labels are only compared for equality here, so floating labels are accepted (as the
     reference accepts them); code that indexes with labels checks :func:`check_index_labels`.
@@ -51,8 +53,11 @@ def check_labels(labels, num_rows, name="labels", rows_name="embeddings"):
         raise NotATensorError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dtype.is_complex:
         raise DtypeError(f"{name} must have a real dtype, got {labels.dtype}")
-    if labels.ndim != 1:
-        raise ShapeError(f"{name} must be 1-D of shape (batch_size,), got shape {tuple(labels.shape)}")
+    if labels.ndim != 1 and not (multi_hot and labels.ndim == 2):
+        expected = "1-D of shape (batch_size,)"
+        if multi_hot:
+            expected += " or 2-D multi-hot of shape (batch_size, num_classes)"
+        raise ShapeError(f"{name} must be {expected}, got shape {tuple(labels.shape)}")
     if labels.shape[0] != num_rows:
         raise ShapeError(
             f"{name} has {labels.shape[0]} entries but {rows_name} has {num_rows} rows"
@@ -79,11 +84,17 @@ def check_same_width(query, ref, query_name="embeddings", ref_name="ref_emb"):
         )
 
 
-def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True, distance=None):
+def check_loss_inputs(
+    embeddings, labels, ref_emb, ref_labels, check_values=True, distance=None, multi_hot=False,
+    label_relation=None,
+):
     """The checks every metric loss (and miner) applies before computing anything.
 
     Embeddings must be 2-D unless ``distance`` accepts them: a distance that overrides
-    ``check_shapes`` decides which shapes it can compare (the default one raises).
+    ``check_shapes`` decides which shapes it can compare (the default one raises). ``multi_hot``
+    (a loss or miner that takes label relations) also accepts 2-D labels; without a
+    ``label_relation`` to compare them, ``labels`` and ``ref_labels`` must then have the same
+    number of dimensions and, multi-hot, the same number of classes.
     """
     if distance is not None and torch.is_tensor(embeddings) and (
         embeddings.ndim != 2 or (torch.is_tensor(ref_emb) and ref_emb.ndim != 2)
@@ -102,13 +113,49 @@ def check_loss_inputs(embeddings, labels, ref_emb, ref_labels, check_values=True
         ndim = 2
     check_embeddings(embeddings, "embeddings", check_values=check_values, ndim=ndim)
     if labels is not None:
-        check_labels(labels, embeddings.shape[0], "labels", "embeddings")
+        check_labels(labels, embeddings.shape[0], "labels", "embeddings", multi_hot)
+        if label_relation is None:
+            check_multi_hot(labels, "labels")
     if ref_emb is None:
         return
     check_embeddings(ref_emb, "ref_emb", check_values=check_values, ndim=ndim)
     check_same_width(embeddings, ref_emb)
     if ref_labels is not None:
-        check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
+        check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb", multi_hot)
+        if label_relation is None:
+            check_multi_hot(ref_labels, "ref_labels")
+            if labels is not None:
+                check_comparable_labels(labels, ref_labels)
+
+
+def check_multi_hot(labels, name="labels"):
+    """2-D labels compared by the default relation are multi-hot rows: at least two classes
+    (columns) and only 0/1 (or bool) entries. A ``(batch_size, 1)`` column of class indices, or
+    columns of several class indices, are mistakes this catches (1-D labels pass)."""
+    if labels.ndim != 2:
+        return
+    if labels.shape[1] < 2:
+        raise ShapeError(
+            f"{name} of shape {tuple(labels.shape)}: 2-D labels are multi-hot rows (batch_size, "
+            "num_classes) with at least 2 classes; for one class index per row pass 1-D labels "
+            f"({name}.squeeze(1))"
+        )
+    if labels.dtype != torch.bool and bool(((labels != 0) & (labels != 1)).any()):
+        raise ArgumentError(
+            f"{name}: 2-D labels are multi-hot rows and must hold only 0 and 1 (or bool), got "
+            f"values in [{float(labels.min())}, {float(labels.max())}]; for another meaning of "
+            "labels pass a label_relation"
+        )
+
+
+def check_comparable_labels(labels, ref_labels):
+    """Labels compared by the default relation: both 1-D, or both multi-hot with as many classes."""
+    if labels.ndim != ref_labels.ndim or labels.shape[1:] != ref_labels.shape[1:]:
+        raise ShapeError(
+            "labels and ref_labels must have the same width (both 1-D, or both multi-hot with "
+            f"the same number of classes), got shapes {tuple(labels.shape)} and "
+            f"{tuple(ref_labels.shape)}"
+        )
 
 
 def default_ref_labels(labels, ref_emb, ref_labels):

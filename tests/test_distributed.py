@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from deepmetric import losses, miners
+from deepmetric.reducers import MeanReducer
 from deepmetric.samplers import MPerClassSampler
 from deepmetric.utils import distributed as dist_utils
 
@@ -108,7 +109,50 @@ def _run_cases(rank, start, end, dtype):
             g /= WORLD_SIZE
         results[name] = (loss, grads)
     results["gathered_other_rank"] = dist_utils.all_gather(x[start:end] * 0 + rank)
+    for masked in (False, True):
+        steps = _efficient_memory_steps(start, end, dtype, masked)
+        everyone = [None] * WORLD_SIZE
+        dist.all_gather_object(everyone, steps)
+        results[f"efficient_memory_masked_{masked}"] = everyone
     return results
+
+
+MEMORY_SIZE = 12  # the global batch has 10 rows: the memory wraps around in the second step
+MEMORY_STEPS = 3
+
+
+def _memory_batch(x, step):
+    return x * (step + 1)  # another batch each step, from the same rows
+
+
+def _enqueue_mask(start, end):
+    """Every third global row is only enqueued, the others are anchors."""
+    return torch.arange(start, end) % 3 == 0
+
+
+def _memory_loss():
+    # A mean over every pair: an anchor's pairing with its own copy (a zero term) would show.
+    return losses.ContrastiveLoss(reducer=MeanReducer())
+
+
+def _efficient_memory_steps(start, end, dtype, masked):
+    """Per step of DistributedLossWrapper(CrossBatchMemory, efficient=True): this rank's loss,
+    its (not yet averaged) gradients, the memory and the queue position."""
+    x, labels = _data(dtype)
+    model = _model(dtype)
+    wrapper = dist_utils.DistributedLossWrapper(
+        losses.CrossBatchMemory(_memory_loss(), 4, memory_size=MEMORY_SIZE), efficient=True
+    )
+    out = []
+    for step in range(MEMORY_STEPS):
+        model.zero_grad()
+        mask = _enqueue_mask(start, end) if masked else None
+        loss = wrapper(model(_memory_batch(x[start:end], step)), labels[start:end], enqueue_mask=mask)
+        loss.backward()
+        memory = wrapper.loss
+        out.append((loss.detach(), [p.grad.clone() for p in model.parameters()],
+                    memory.embedding_memory.clone(), memory.label_memory.clone(), memory.queue_idx))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +250,78 @@ def test_get_indices_tuple_removes_each_anchors_own_copy():
     # (0, 0) and (1, 1) are self-pairs; the positives left are (0, 2) and (1, 3).
     assert sorted(zip(a1.tolist(), p.tolist())) == [(0, 2), (1, 3)]
     assert len(a2) == 4
+
+
+def _expected_memory_steps(rank, dtype, masked):
+    """The efficient memory written out: every process enqueues the global batch (its masked rows)
+    in rank order; rank ``rank``'s anchors (its unmasked rows) pair with every memory row except
+    their own copy, and the loss is the mean contrastive loss of those pairs, times the world size."""
+    x, labels = _data(dtype)
+    model = _model(dtype)
+    start, end = INPUT_ROWS[rank]
+    memory = torch.zeros(MEMORY_SIZE, 4, dtype=dtype)
+    memory_labels = torch.zeros(MEMORY_SIZE, dtype=torch.long)
+    position, filled, out = 0, False, []
+    for step in range(MEMORY_STEPS):
+        model.zero_grad()
+        emb = model(_memory_batch(x, step))
+        queued = torch.ones(10, dtype=torch.bool)
+        if masked:
+            queued = torch.cat([_enqueue_mask(a, b) for a, b in INPUT_ROWS])
+        rows = torch.nonzero(queued).flatten()
+        slots = (position + torch.arange(len(rows))) % MEMORY_SIZE
+        memory[slots] = emb.detach()[rows]
+        memory_labels[slots] = labels[rows]
+        filled = filled or position + len(rows) >= MEMORY_SIZE
+        position = (position + len(rows)) % MEMORY_SIZE
+        size = MEMORY_SIZE if filled else position
+        anchors = [i for i in range(start, end) if not (masked and queued[i])]
+        pairs = {"pos": [], "neg": []}
+        for k, i in enumerate(anchors):
+            for j in range(size):
+                if not masked and j == int(slots[i]):  # unmasked: global row i sits in slots[i]
+                    continue
+                pairs["pos" if labels[i] == memory_labels[j] else "neg"].append((k, j))
+        a1, p = (torch.tensor(v) for v in zip(*pairs["pos"]))
+        a2, n = (torch.tensor(v) for v in zip(*pairs["neg"]))
+        loss = _memory_loss()(emb[anchors], labels[anchors], (a1, p, a2, n),
+                                        memory[:size].clone(), memory_labels[:size].clone()) * WORLD_SIZE
+        loss.backward()
+        out.append((loss.detach(), [q.grad.clone() for q in model.parameters()],
+                    memory.clone(), memory_labels.clone(), position))
+    return out
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["all_rows", "enqueue_mask"])
+def test_efficient_cross_batch_memory_keeps_one_memory_and_pairs_local_rows_with_it(
+    two_process_results, masked
+):
+    dtype, results = two_process_results
+    per_rank = results[f"efficient_memory_masked_{masked}"]
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for rank in range(WORLD_SIZE):
+        expected = _expected_memory_steps(rank, dtype, masked)
+        for got, want in zip(per_rank[rank], expected):
+            torch.testing.assert_close(got[0], want[0], **tol)
+            for g, w in zip(got[1], want[1]):
+                torch.testing.assert_close(g, w, **tol)
+            torch.testing.assert_close(got[2], want[2], **tol)
+            assert torch.equal(got[3], want[3]) and got[4] == want[4]
+    # the same memory in every process
+    for a, b in zip(per_rank[0], per_rank[1]):
+        assert torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
+
+
+def test_efficient_cross_batch_memory_without_process_group_is_the_plain_memory():
+    x, labels = _data(torch.float64)
+    plain = losses.CrossBatchMemory(losses.ContrastiveLoss(), 5, memory_size=16)
+    wrapped = dist_utils.DistributedLossWrapper(
+        losses.CrossBatchMemory(losses.ContrastiveLoss(), 5, memory_size=16), efficient=True
+    )
+    for step in range(3):
+        with pytest.warns(UserWarning, match="without an initialised"):
+            got = wrapped(x * (step + 1), labels)
+        assert torch.equal(got, plain(x * (step + 1), labels))
 
 
 def test_wrappers_reject_wrong_types():

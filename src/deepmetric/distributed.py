@@ -21,6 +21,7 @@ from .miners import BaseMiner
 from .ops.gather import all_gather_rows, is_distributed, world_size
 from .utils import common_functions as c_f
 from .utils import loss_and_miner_utils as lmu
+from .utils.errors import MissingInputError
 
 
 def all_gather(x):
@@ -92,6 +93,10 @@ class DistributedLossWrapper(torch.nn.Module):
             (gradients equal single-process training on the global batch). ``True``: only
             local anchors against the gathered reference set (less compute and memory;
             gradients differ). Must match the ``DistributedMinerWrapper``'s setting.
+            Around ``CrossBatchMemory``, ``True`` enqueues every process's rows (in rank order,
+            so every process keeps the same memory) and compares only the local rows with the
+            memory, each without its own copy there; ``False`` runs the memory on the whole
+            gathered batch in every process.
     """
 
     def __init__(self, loss, efficient=False):
@@ -101,8 +106,6 @@ class DistributedLossWrapper(torch.nn.Module):
                 "DistributedLossWrapper needs a metric loss (BaseMetricLossFunction) or "
                 f"CrossBatchMemory, got {type(loss).__name__}"
             )
-        if efficient and isinstance(loss, CrossBatchMemory):
-            raise ValueError("efficient=True is not supported with CrossBatchMemory")
         self.loss = loss
         self.efficient = efficient
 
@@ -130,12 +133,8 @@ class DistributedLossWrapper(torch.nn.Module):
                 embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
             )
         if isinstance(self.loss, CrossBatchMemory):
-            return (
-                self._forward_cross_batch(
-                    embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
-                )
-                * processes
-            )
+            forward = self._forward_cross_batch_efficient if self.efficient else self._forward_cross_batch
+            return forward(embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask) * processes
         all_emb, all_labels, all_ref_emb, all_ref_labels, labels = gather_emb_and_ref(
             embeddings, labels, ref_emb, ref_labels
         )
@@ -165,6 +164,37 @@ class DistributedLossWrapper(torch.nn.Module):
         all_emb, all_labels, _ = gather(embeddings, labels)
         enqueue_mask = gather_enqueue_mask(enqueue_mask, embeddings.device)
         return self.loss(all_emb, all_labels, indices_tuple, enqueue_mask)
+
+    def _forward_cross_batch_efficient(
+        self, embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
+    ):
+        """Local anchors against a memory that every process fills with the same rows: the
+        global batch in rank order (only its masked rows with ``enqueue_mask``, whose unmasked
+        local rows are then the anchors). Without a mask, an anchor's own copy is at its global
+        row, and that pairing is left out, as in the single-process memory."""
+        if ref_emb is not None or ref_labels is not None:
+            raise ValueError(
+                "CrossBatchMemory keeps its own reference set: ref_emb/ref_labels must be None"
+            )
+        if indices_tuple is not None:
+            raise ValueError(
+                "DistributedLossWrapper(efficient=True) around CrossBatchMemory forms the pairs of "
+                "the local rows with the memory itself: indices_tuple must be None"
+            )
+        if labels is None:
+            raise MissingInputError("CrossBatchMemory needs labels")
+        labels = c_f.to_device(labels, device=embeddings.device)
+        parts = all_gather_rows(embeddings.detach())
+        everyone, everyone_labels = torch.cat(parts), torch.cat(all_gather_rows(labels))
+        if enqueue_mask is None:
+            offset = sum(len(part) for part in parts[: dist.get_rank()])
+            own_rows = offset + torch.arange(len(embeddings), device=embeddings.device)
+            return self.loss.compare_with_memory(embeddings, labels, everyone, everyone_labels, own_rows)
+        enqueue_mask = c_f.to_device(enqueue_mask, device=embeddings.device)
+        queued = torch.cat(all_gather_rows(enqueue_mask.to(torch.uint8))).bool()  # gloo has no bool
+        return self.loss.compare_with_memory(
+            embeddings[~enqueue_mask], labels[~enqueue_mask], everyone[queued], everyone_labels[queued]
+        )
 
 
 class DistributedMinerWrapper(torch.nn.Module):

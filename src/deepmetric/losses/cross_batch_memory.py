@@ -74,24 +74,43 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
         if indices_tuple is not None and enqueue_mask is not None:
             raise ValueError("indices_tuple and enqueue_mask are mutually exclusive")
         self._check_inputs(embeddings, labels, enqueue_mask)
-        self.reset_stats()
-        device = embeddings.device
-        labels = c_f.to_device(labels, device=device)
-        self.embedding_memory = c_f.to_device(self.embedding_memory, device=device, dtype=embeddings.dtype)
-        self._fit_label_memory(labels)
-        self.label_memory = c_f.to_device(self.label_memory, device=device, dtype=labels.dtype)
-
+        labels = c_f.to_device(labels, device=embeddings.device)
         if enqueue_mask is not None:
-            enqueue_mask = c_f.to_device(enqueue_mask, device=device)
-            emb_for_queue, labels_for_queue = embeddings[enqueue_mask], labels[enqueue_mask]
-            anchors, anchor_labels = embeddings[~enqueue_mask], labels[~enqueue_mask]
-            do_remove_self_comparisons = False
-        else:
-            emb_for_queue, labels_for_queue = embeddings, labels
-            anchors, anchor_labels = embeddings, labels
-            do_remove_self_comparisons = True
+            enqueue_mask = c_f.to_device(enqueue_mask, device=embeddings.device)
+            kept, queued = ~enqueue_mask, enqueue_mask
+            return self.compare_with_memory(
+                embeddings[kept], labels[kept], embeddings[queued], labels[queued]
+            )
+        own_rows = torch.arange(len(embeddings), device=embeddings.device)
+        return self.compare_with_memory(embeddings, labels, embeddings, labels, own_rows, indices_tuple)
 
-        self.add_to_memory(emb_for_queue, labels_for_queue, len(emb_for_queue))
+    def compare_with_memory(
+        self, anchors, anchor_labels, queued, queued_labels, own_rows=None, indices_tuple=None
+    ):
+        """Steps 1-5 with the anchors and the enqueued rows given apart: ``queued`` rows are
+        enqueued, then ``anchors`` are compared with the memory. ``own_rows[i]`` is the row of
+        ``queued`` that is anchor ``i``'s own copy (that pairing is removed; ``queued`` must then
+        fit in the memory), or None when the anchors have no copy among the enqueued rows (as
+        with ``enqueue_mask``). ``forward`` is this call with the batch as both, or split by
+        its mask; the distributed wrapper uses it to compare the local rows with a queue of
+        every process's rows. Afterwards ``curr_batch_idx`` holds the memory positions of the
+        anchors' copies (of the enqueued rows when there are none)."""
+        self.reset_stats()
+        device = anchors.device
+        anchor_labels = c_f.to_device(anchor_labels, device=device)
+        queued_labels = c_f.to_device(queued_labels, device=device)
+        self.embedding_memory = c_f.to_device(self.embedding_memory, device=device, dtype=anchors.dtype)
+        self._fit_label_memory(queued_labels)
+        self.label_memory = c_f.to_device(self.label_memory, device=device, dtype=queued_labels.dtype)
+        if own_rows is not None:
+            require(
+                len(queued) <= self.memory_size,
+                f"CrossBatchMemory: the rows to enqueue ({len(queued)}) must not be more than "
+                f"memory_size={self.memory_size} when the anchors are among them",
+            )
+        self.add_to_memory(queued, queued_labels, len(queued))
+        if own_rows is not None:
+            self.curr_batch_idx = self.curr_batch_idx[own_rows]
         if self.has_been_filled:
             E_mem, L_mem = self.embedding_memory, self.label_memory
         else:
@@ -99,9 +118,9 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
 
         if len(anchors) == 0 or len(E_mem) == 0:
             # Nothing to compare (only enqueued rows, or an empty memory): a zero on the graph.
-            return torch.sum(embeddings * 0)
+            return torch.sum(anchors * 0) + torch.sum(queued * 0)
         indices_tuple = self.create_indices_tuple(
-            anchors, anchor_labels, E_mem, L_mem, indices_tuple, do_remove_self_comparisons
+            anchors, anchor_labels, E_mem, L_mem, indices_tuple, own_rows is not None
         )
         return self.loss(anchors, anchor_labels, indices_tuple, E_mem, L_mem)
 

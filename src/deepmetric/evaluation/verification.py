@@ -346,7 +346,7 @@ class PairScores:
             self.bins = None
             counts = torch.tensor([negatives_total])
             return PairCounts(values.cpu(), multiplicity.cpu(), counts, self.dtype, self.is_distance)
-        bins = _Bins(values, self.sign)
+        bins = _Bins.around(values, self.sign)
         self.bins = bins
         per_bin, slots, mixed_found, positives_found = self._negative_pass(bins, values)
         per_bin = self.combine(per_bin)
@@ -416,7 +416,7 @@ class PairScores:
             low, high = self._member_range(chain)
             if low == high:
                 return low, above_bin  # every member equal: none of them above another
-            finer = _Bins.uniform(low, high, _SPLIT_BINS, self.sign, self.dtype, self.query.device)
+            finer = _Bins(low, high, _SPLIT_BINS, self.sign)
             histogram = self.combine(self._member_histogram(chain, finer))
             from_top = _suffix(histogram)
             sub = int(torch.nonzero(from_top >= rank_in).reshape(-1)[-1])
@@ -514,28 +514,25 @@ class _Bins:
     decreases as the score grows. Works on the distance's values (``sign = -1`` for distances:
     ``score = -value``) without negating them."""
 
-    def __init__(self, values, sign):
+    def __init__(self, low, high, count, sign):
+        self.count, self.sign, self.low = count, sign, low
+        span = high - low
+        self.scale = min(count / span, 1e30) if span > 0 else 1.0
+        self.mixed = self.first = None
+
+    @classmethod
+    def around(cls, values, sign):
+        """Bins over the range of the sorted distinct positive scores ``values``, with
+        ``mixed`` (bins holding a positive) and ``first`` (distinct positives below each bin)."""
         finite = values[torch.isfinite(values)]
         low = float(finite[0]) if len(finite) else 0.0
         high = float(finite[-1]) if len(finite) else 0.0
         count = min(_MAX_BINS, max(_MIN_BINS, 1 << (4 * len(values) - 1).bit_length()))
-        self._set(low, high, count, sign)
-        index = self.of_scores(values)
-        positives_per_bin = torch.bincount(index, minlength=count + 2)
-        self.mixed = positives_per_bin > 0
-        self.first = torch.cumsum(positives_per_bin, 0) - positives_per_bin  # distinct values below
-
-    @classmethod
-    def uniform(cls, low, high, count, sign, dtype, device):
-        grid = cls.__new__(cls)
-        grid._set(low, high, count, sign)
+        grid = cls(low, high, count, sign)
+        positives_per_bin = torch.bincount(grid.of_scores(values), minlength=count + 2)
+        grid.mixed = positives_per_bin > 0
+        grid.first = torch.cumsum(positives_per_bin, 0) - positives_per_bin
         return grid
-
-    def _set(self, low, high, count, sign):
-        self.count, self.sign = count, sign
-        span = high - low
-        self.scale = min(count / span, 1e30) if span > 0 else 1.0
-        self.low = low
 
     def of_scores(self, scores):
         """Bin indices of scores (larger means more alike), int64."""

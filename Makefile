@@ -50,7 +50,9 @@ lint: $(STAMP)
 
 # The property-based suite with many more examples than CI runs.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/test_properties.py
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/losses/test_properties.py \
+		tests/miners/test_properties_miners.py tests/reducers/test_properties_reducers.py \
+		tests/evaluation/test_properties_accuracy.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -294,7 +294,7 @@ def test_matches_reference_over_iterations(case, use_mask, any_dtype):
         pytest.skip(f"{loss_name} not available")
     dtype = any_dtype
     if loss_name == "NTXentLoss" and dtype == torch.float16:
-        pytest.skip("float16 NTXentLoss deliberately differs (see docs/losses_pairs_logsumexp.md)")
+        pytest.skip("float16 NTXentLoss deliberately differs (see docs/losses_pairs.md)")
 
     def build(lib_losses, lib_miners):
         miner = getattr(lib_miners, miner_name)() if miner_name else None

@@ -7,8 +7,10 @@ scikit-learn. Each item is a float32 vector of 64 pixels scaled to ``[0, 1]``.
 import numpy as np
 import torch
 
+from .in_memory import InMemoryDataset
 
-class Digits(torch.utils.data.Dataset):
+
+class Digits(InMemoryDataset):
     """Digits split for metric learning.
 
     Args:
@@ -66,11 +68,3 @@ class Digits(torch.utils.data.Dataset):
             in_train[train_idx] = True
         return in_train if split == "train" else ~in_train
 
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, idx):
-        x = self.data[idx]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[idx])

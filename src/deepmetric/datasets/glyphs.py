@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..utils.errors import ArgumentError
+from .in_memory import InMemoryDataset
 
 # Characters whose drawings no rotation, scale or stroke can turn into another class's. Dropped:
 # lower-case letters that are their capital made smaller (c o s u v w x z), l and 0 (I and O),
@@ -116,7 +117,7 @@ def class_split(num_classes, categories, seed):
     return train
 
 
-class Glyphs(torch.utils.data.Dataset):
+class Glyphs(InMemoryDataset):
     """Characters in many fonts, for few-shot and zero-shot metric learning (no download).
 
     Args:
@@ -159,14 +160,6 @@ class Glyphs(torch.utils.data.Dataset):
             [category_index[categories[c]] for c in classes], dtype=torch.int64
         ).repeat_interleave(samples_per_class)
 
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, idx):
-        x = self.data[idx]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[idx])
 
 
 @functools.lru_cache(maxsize=8)

@@ -5,7 +5,6 @@ import torch
 
 from ..reducers import AvgNonZeroReducer
 from ..reducers.terms import PairTerms
-from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -40,18 +39,7 @@ class ContrastiveLoss(GenericPairLoss):
             pos_loss = self.get_per_pair_loss(pos_pair_dist, "pos")
         if len(neg_pair_dist) > 0:
             neg_loss = self.get_per_pair_loss(neg_pair_dist, "neg")
-        return {
-            "pos_loss": {
-                "losses": pos_loss,
-                "indices": lmu.pos_pairs_from_tuple(indices_tuple),
-                "reduction_type": "pos_pair",
-            },
-            "neg_loss": {
-                "losses": neg_loss,
-                "indices": lmu.neg_pairs_from_tuple(indices_tuple),
-                "reduction_type": "neg_pair",
-            },
-        }
+        return self.listed_pair_losses(pos_loss, neg_loss, indices_tuple)
 
     def get_per_pair_loss(self, pair_dists, pos_or_neg):
         if pos_or_neg == "pos":

@@ -59,6 +59,23 @@ class GenericPairLoss(BaseMetricLossFunction):
     def _compute_loss(self, *args):
         raise NotImplementedError
 
+    @staticmethod
+    def listed_pair_losses(pos_loss, neg_loss, indices_tuple):
+        """``{"pos_loss", "neg_loss"}`` entries for per-pair losses of the listed pairs (0 for a
+        side without pairs)."""
+        return {
+            "pos_loss": {
+                "losses": pos_loss,
+                "indices": lmu.pos_pairs_from_tuple(indices_tuple),
+                "reduction_type": "pos_pair",
+            },
+            "neg_loss": {
+                "losses": neg_loss,
+                "indices": lmu.neg_pairs_from_tuple(indices_tuple),
+                "reduction_type": "neg_pair",
+            },
+        }
+
     def mat_based_loss(self, mat, indices_tuple):
         a1, p, a2, n = indices_tuple
         pos_mask, neg_mask = torch.zeros_like(mat), torch.zeros_like(mat)

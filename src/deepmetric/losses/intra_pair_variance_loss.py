@@ -5,7 +5,6 @@ import torch
 from ..distances import CosineSimilarity
 from ..ops.masked_squared_hinge import masked_squared_hinge_sum, squared_hinges
 from ..reducers.terms import PairTerms
-from ..utils import loss_and_miner_utils as lmu
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -48,18 +47,7 @@ class IntraPairVarianceLoss(GenericPairLoss):
             pos_loss = self._pair_losses(pos_pairs, torch.mean(pos_pairs), self.pos_eps, True)
         if len(neg_pairs) > 0:
             neg_loss = self._pair_losses(neg_pairs, torch.mean(neg_pairs), self.neg_eps, False)
-        return {
-            "pos_loss": {
-                "losses": pos_loss,
-                "indices": lmu.pos_pairs_from_tuple(indices_tuple),
-                "reduction_type": "pos_pair",
-            },
-            "neg_loss": {
-                "losses": neg_loss,
-                "indices": lmu.neg_pairs_from_tuple(indices_tuple),
-                "reduction_type": "neg_pair",
-            },
-        }
+        return self.listed_pair_losses(pos_loss, neg_loss, indices_tuple)
 
     def _pair_losses(self, values, mean, eps, positive):
         increase = self._should_increase(positive)

@@ -17,9 +17,8 @@ from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import SizeArgumentError, require
-from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
-from .mixins import WeightRegularizerMixin
+from .mixins import ClassMatrixMixin
 
 
 def check_positive_int(owner, name, value):
@@ -30,7 +29,7 @@ def check_positive_int(owner, name, value):
     )
 
 
-class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
+class LargeMarginSoftmaxLoss(ClassMatrixMixin, BaseMetricLossFunction):
     """Softmax cross-entropy whose target logit carries a multiplicative angular margin.
 
     With ``W`` of shape ``(embedding_size, num_classes)`` (one column per class),
@@ -142,8 +141,8 @@ class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         )
         return mask.scatter_(1, labels.long().unsqueeze(1), 1)
 
-    def check_class_inputs(self, embeddings, labels=None):
-        check_class_inputs(type(self).__name__, embeddings, labels, self.num_classes, self.W.shape[0])
+    def class_matrix_shape(self):
+        return self.num_classes, self.W.shape[0]
 
     def _class_weights(self, embeddings):
         # A differentiable cast: float16 inputs are computed against a float32 view of W.
@@ -152,11 +151,8 @@ class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     # ------------------------------------------------------------------------------------------
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_required(labels)
-        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        self.check_class_inputs(embeddings, labels)
-        dtype, device = embeddings.dtype, embeddings.device
-        self.cast_types(dtype, device)
+        self.start_class_loss(embeddings, labels, ref_emb, ref_labels)
+        dtype = embeddings.dtype
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
         x = embeddings.to(accumulation_dtype(dtype))
         targets = labels.long().unsqueeze(1)
@@ -164,15 +160,7 @@ class LargeMarginSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         modified = self.modify_cosine_of_target_classes(cosine.gather(1, targets).squeeze(1))
         logits = self.scale_logits(cosine.scatter(1, targets, modified.unsqueeze(1)), x)
         losses = self.cross_entropy(logits, labels.long()) * miner_weights.to(x.dtype)
-        loss_dict = {
-            "loss": {
-                "losses": losses.to(dtype),
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            }
-        }
-        self.add_weight_regularization_to_loss_dict(loss_dict, self.W.t())
-        return loss_dict
+        return self.element_loss_dict(losses, embeddings, self.W.t())
 
     def get_default_distance(self):
         return CosineSimilarity()

@@ -8,6 +8,7 @@ initialises the rest of the chain, then stores the real regularizer.
 import torch
 
 from ..utils import common_functions as c_f
+from ..utils.validation import check_class_inputs
 
 
 class EmbeddingRegularizerMixin:
@@ -74,3 +75,42 @@ class WeightRegularizerMixin(WeightMixin):
 
     def regularization_loss_names(self):
         return ["weight_reg_loss"]
+
+
+class ClassMatrixMixin(WeightRegularizerMixin):
+    """What the losses with one learnable vector per class share (ArcFace and its relatives,
+    NormalizedSoftmax, SoftTriple, ProxyAnchor, ProxyNCA).
+
+    A subclass gives :meth:`class_matrix_shape` (``(num_classes, embedding_size)``) and
+    ``cast_types(dtype, device)``; then :meth:`start_class_loss` does the common checks and casts
+    at the start of ``compute_loss``, and :meth:`element_loss_dict` builds the usual result.
+    """
+
+    def class_matrix_shape(self):
+        raise NotImplementedError
+
+    def check_class_inputs(self, embeddings, labels=None):
+        """The embedding width must match the class vectors and labels must index classes."""
+        num_classes, embedding_size = self.class_matrix_shape()
+        check_class_inputs(type(self).__name__, embeddings, labels, num_classes, embedding_size)
+
+    def start_class_loss(self, embeddings, labels, ref_emb, ref_labels):
+        """Labels required, no reference set, inputs checked; the class matrix is cast (in place,
+        keeping the ``Parameter`` an optimizer holds) to the embeddings' dtype and device."""
+        c_f.labels_required(labels)
+        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
+        self.check_class_inputs(embeddings, labels)
+        self.cast_types(embeddings.dtype, embeddings.device)
+
+    def element_loss_dict(self, losses, embeddings, class_vectors):
+        """``{"loss": one loss per embedding}`` in the embeddings' dtype, plus the weight
+        regularization of ``class_vectors`` (one row per class vector) when there is one."""
+        loss_dict = {
+            "loss": {
+                "losses": losses.to(embeddings.dtype),
+                "indices": c_f.torch_arange_from_size(embeddings),
+                "reduction_type": "element",
+            }
+        }
+        self.add_weight_regularization_to_loss_dict(loss_dict, class_vectors)
+        return loss_dict

@@ -7,13 +7,12 @@ from ..distances import DotProductSimilarity
 from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import check_positive_int
-from .mixins import WeightRegularizerMixin
+from .mixins import ClassMatrixMixin
 
 
-class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
+class NormalizedSoftmaxLoss(ClassMatrixMixin, BaseMetricLossFunction):
     """Softmax cross-entropy over similarities to normalised class vectors, with a temperature.
 
     With ``W`` of shape ``(embedding_size, num_classes)`` and ``W^_j = W_j / ||W_j||_p``:
@@ -45,31 +44,20 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.W.data = c_f.to_device(self.W.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_required(labels)
-        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        self._check_inputs(embeddings, labels)
-        dtype, device = embeddings.dtype, embeddings.device
-        self.cast_types(dtype, device)
+        self.start_class_loss(embeddings, labels, ref_emb, ref_labels)
+        dtype = embeddings.dtype
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype)
         x = embeddings.to(accumulation_dtype(dtype))
         unweighted = self.cross_entropy(self.get_logits(x), labels.long())
         losses = unweighted * miner_weights.to(x.dtype)
-        loss_dict = {
-            "loss": {
-                "losses": losses.to(dtype),
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            }
-        }
-        self.add_weight_regularization_to_loss_dict(loss_dict, self.W.t())
-        return loss_dict
+        return self.element_loss_dict(losses, embeddings, self.W.t())
 
     def get_default_distance(self):
         return DotProductSimilarity()
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` similarities to the normalised class vectors / temperature."""
-        self._check_inputs(embeddings)
+        self.check_class_inputs(embeddings)
         weights = self.W if self.W.dtype == embeddings.dtype else self.W.to(embeddings.dtype)
         # Normalised here even when the distance normalises again, as in the reference: the
         # second normalisation still moves the last bits, and the distance's statistics see
@@ -78,5 +66,5 @@ class NormalizedSoftmaxLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         logits = self.distance(embeddings, weights.t()) / self.temperature
         return logits if self.distance.is_inverted else -logits
 
-    def _check_inputs(self, embeddings, labels=None):
-        check_class_inputs(type(self).__name__, embeddings, labels, self.W.shape[1], self.W.shape[0])
+    def class_matrix_shape(self):
+        return self.W.shape[1], self.W.shape[0]

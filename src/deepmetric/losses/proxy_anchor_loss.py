@@ -9,13 +9,12 @@ from ..ops.proxy_anchor_terms import proxy_anchor_terms
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import check_positive_int
-from .mixins import WeightRegularizerMixin
+from .mixins import ClassMatrixMixin
 
 
-class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
+class ProxyAnchorLoss(ClassMatrixMixin, BaseMetricLossFunction):
     """Each learnable class proxy is an anchor for the batch. With ``s_ic = sim(x_i, p_c)``:
 
         pos_c = log(1 + sum_{i: y_i = c} exp(alpha * (margin - s_ic) + u_i))
@@ -52,11 +51,8 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_required(labels)
-        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        self._check_inputs(embeddings, labels)
-        dtype, device = embeddings.dtype, embeddings.device
-        self.cast_types(dtype, device)
+        self.start_class_loss(embeddings, labels, ref_emb, ref_labels)
+        dtype = embeddings.dtype
         x = embeddings.to(accumulation_dtype(dtype))
         log_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=x.dtype) - 1
         sims = self.get_logits(x)
@@ -97,8 +93,8 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` distances (similarities by default) to the proxies."""
-        self._check_inputs(embeddings)
+        self.check_class_inputs(embeddings)
         return self.distance(embeddings, self.proxies.to(embeddings.dtype))
 
-    def _check_inputs(self, embeddings, labels=None):
-        check_class_inputs(type(self).__name__, embeddings, labels, self.num_classes, self.proxies.shape[1])
+    def class_matrix_shape(self):
+        return self.num_classes, self.proxies.shape[1]

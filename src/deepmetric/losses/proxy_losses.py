@@ -6,13 +6,13 @@ The module keeps the reference's name, ``proxy_losses``, because users import it
 import torch
 
 from ..utils import common_functions as c_f
-from ..utils.validation import check_class_inputs, whole_number_labels
+from ..utils.validation import whole_number_labels
 from .large_margin_softmax_loss import check_positive_int
-from .mixins import WeightRegularizerMixin
+from .mixins import ClassMatrixMixin
 from .nca_loss import NCALoss
 
 
-class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
+class ProxyNCALoss(ClassMatrixMixin, NCALoss):
     """NCA where each class is represented by one learnable proxy instead of the batch's samples.
 
     With proxies ``P`` of shape ``(num_classes, embedding_size)`` (one row per class):
@@ -52,13 +52,12 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         # Labels only meet the proxies' labels 0..C-1 through equality, so floating labels with
-        # whole values select the same proxies (as in the reference).
+        # whole values select the same proxies (as in the reference). (The batch is its own
+        # reference set, checked above with the labels as given.)
         labels = whole_number_labels(type(self).__name__, labels)
-        self._check_inputs(embeddings, labels)
-        self.cast_types(embeddings.dtype, embeddings.device)
+        self.start_class_loss(embeddings, labels, embeddings, labels)
         proxy_labels = c_f.to_device(self.proxy_labels, labels)
         loss_dict = self.nca_computation(embeddings, self.proxies, labels, proxy_labels, indices_tuple)
         self.add_weight_regularization_to_loss_dict(loss_dict, self.proxies)
@@ -66,8 +65,8 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` distances (or similarities) to the proxies."""
-        self._check_inputs(embeddings)
+        self.check_class_inputs(embeddings)
         return self.distance(embeddings, self.proxies)
 
-    def _check_inputs(self, embeddings, labels=None):
-        check_class_inputs(type(self).__name__, embeddings, labels, self.num_classes, self.proxies.shape[1])
+    def class_matrix_shape(self):
+        return self.num_classes, self.proxies.shape[1]

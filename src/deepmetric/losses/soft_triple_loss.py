@@ -10,13 +10,12 @@ from ..ops.dtypes import accumulation_dtype
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.errors import require
-from ..utils.validation import check_class_inputs
 from .base_metric_loss_function import BaseMetricLossFunction
 from .large_margin_softmax_loss import check_positive_int
-from .mixins import WeightRegularizerMixin
+from .mixins import ClassMatrixMixin
 
 
-class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
+class SoftTripleLoss(ClassMatrixMixin, BaseMetricLossFunction):
     """A softmax loss in which every class has ``K = centers_per_class`` learnable centres.
 
     With ``s_ick = sim(x_i, center_ck)``, the similarity to class ``c`` is a soft maximum over
@@ -70,26 +69,14 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.fc.data = c_f.to_device(self.fc.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.labels_required(labels)
-        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        self._check_inputs(embeddings, labels)
-        dtype, device = embeddings.dtype, embeddings.device
-        self.cast_types(dtype, device)
-        x = embeddings.to(accumulation_dtype(dtype))
+        self.start_class_loss(embeddings, labels, ref_emb, ref_labels)
+        x = embeddings.to(accumulation_dtype(embeddings.dtype))
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=x.dtype)
         sim_to_classes = self.get_logits(x)
         target = torch.nn.functional.one_hot(labels.long(), self.num_classes).to(x.dtype)
         logits = self.la * (sim_to_classes - self.margin * target)
         losses = torch.nn.functional.cross_entropy(logits, labels.long(), reduction="none") * miner_weights
-        loss_dict = {
-            "loss": {
-                "losses": losses.to(dtype),
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            }
-        }
-        self.add_weight_regularization_to_loss_dict(loss_dict, self.fc.t())
-        return loss_dict
+        return self.element_loss_dict(losses, embeddings, self.fc.t())
 
     def get_default_distance(self):
         return CosineSimilarity()
@@ -99,7 +86,7 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     def get_logits(self, embeddings):
         """``(N, num_classes)`` soft-max similarities ``S_ic`` (no margin, no scale)."""
-        self._check_inputs(embeddings)
+        self.check_class_inputs(embeddings)
         num_classes, per_class = self.num_classes, self.centers_per_class
         # Regroup the columns centre-major, (k, c) instead of (c, k), before the product: the soft
         # maximum then reduces over a middle dimension of (N, K, C), which vectorises over the
@@ -110,5 +97,5 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         prob = torch.softmax(sim_to_centers * self.gamma, dim=1)
         return torch.sum(prob * sim_to_centers, dim=1)
 
-    def _check_inputs(self, embeddings, labels=None):
-        check_class_inputs(type(self).__name__, embeddings, labels, self.num_classes, self.fc.shape[0])
+    def class_matrix_shape(self):
+        return self.num_classes, self.fc.shape[0]

@@ -25,6 +25,10 @@ CALCULATORS = {
         avg_of_avgs=True,
     ),
     "max_bin_count": lambda: AccuracyCalculator(exclude=("NMI", "AMI"), k="max_bin_count"),
+    # pair-level figures: counts summed over ranks, own pairs (query i, reference i) left out
+    "verification": lambda: AccuracyCalculator(
+        include=("roc_auc", "eer", "best_f1", "tar_at_far_0.1", "fnmr_at_fmr_0.05", "precision_at_1")
+    ),
 }
 
 

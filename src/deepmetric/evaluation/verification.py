@@ -254,6 +254,9 @@ class PairScores:
             )
         self.query, self.reference = query, reference
         self.own = bool(ref_includes_query)
+        # Global row number of local query row 0 (a shard's queries start further down): query
+        # ``row_offset + i`` is reference ``row_offset + i`` when the sets are the same.
+        self.row_offset = 0
         self.is_distance = not self.distance.is_inverted
         self.sign = -1.0 if self.is_distance else 1.0
         self.dtype = query.dtype
@@ -295,9 +298,10 @@ class PairScores:
             local, columns = rel.nonzero(as_tuple=True)
         own = torch.zeros(0, dtype=torch.long, device=rows.device)
         if self.own:
-            keep = columns != rows[local]
+            global_rows = rows + self.row_offset
+            keep = columns != global_rows[local]
             local, columns = local[keep], columns[keep]
-            own = torch.arange(b, device=rows.device) * width + rows
+            own = torch.arange(b, device=rows.device) * width + global_rows
         return local * width + columns, own
 
     def classify(self, rows, columns):
@@ -307,7 +311,7 @@ class PairScores:
         else:
             pair_labels = (self.query_labels[rows][:, None], self.reference_labels[columns][:, None])
             positive = relevance(*pair_labels, self.compare).reshape(-1)
-        own = rows == columns if self.own else torch.zeros_like(positive)
+        own = rows + self.row_offset == columns if self.own else torch.zeros_like(positive)
         return positive & ~own, own
 
     def combine(self, tensor):

@@ -269,7 +269,7 @@ class PairScores:
             self.query_ids, self.reference_ids = ids[: len(query)], ids[len(query) :]
             self.columns = _ClassColumns(self.reference_ids)
         self.scorer = Scorer(self.distance, reference)
-        budget = _budget(memory_budget_bytes, device)
+        budget = memory_budget(memory_budget_bytes, device)
         self.rows = max(1, min(len(query), budget // (_BYTES_PER_ENTRY * len(reference))))
 
     @property
@@ -565,7 +565,9 @@ def _suffix(x):
     return torch.flip(torch.cumsum(torch.flip(x, [0]), 0), [0])
 
 
-def _budget(memory_budget_bytes, device):
+def memory_budget(memory_budget_bytes, device):
+    """Scratch bytes for one block: the argument, else ``DEEPMETRIC_KNN_MEMORY_MB``, else the
+    device's default."""
     if memory_budget_bytes is not None:
         value = memory_budget_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -136,6 +136,10 @@ class AccuracyCalculator:
             the same algorithm and seed in torch.
         k_values: extra cut-offs; each ``k`` adds ``precision_at_<k>``, ``recall_at_<k>`` and
             ``mean_average_precision_at_<k>`` (naming such a metric in ``include`` adds it too).
+        postprocess: a step applied to the k-NN search, ``knn_func -> knn_func``, e.g.
+            :class:`~deepmetric.evaluation.rerank.KReciprocalRerank` or
+            :class:`~deepmetric.evaluation.rerank.QueryExpansion`; the k-NN metrics then use its
+            neighbours.
         knn_block_entries: at most this many neighbour labels (queries x neighbours) are held at
             once; queries are searched and scored block by block.
     """
@@ -153,6 +157,7 @@ class AccuracyCalculator:
         kmeans_func=None,
         k_values=(),
         knn_block_entries=2**23,
+        postprocess=None,
     ):
         self.function_keyword = "calculate_"
         names = [x for x in dir(self) if x.startswith(self.function_keyword)]
@@ -176,6 +181,11 @@ class AccuracyCalculator:
             device = c_f.use_cuda_if_available()
         self.device = torch.device(device)
         self.knn_func = ExactKNN() if knn_func is None else knn_func
+        self.postprocess = postprocess
+        if postprocess is not None:
+            if not callable(postprocess):
+                raise TypeError(f"postprocess must be callable (knn_func -> knn_func), got {postprocess!r}")
+            self.knn_func = postprocess(self.knn_func)
         self.kmeans_func = default_kmeans_func(self.device) if kmeans_func is None else kmeans_func
 
         if (isinstance(k, bool) or not (isinstance(k, int) and k > 0)) and k not in (None, "max_bin_count"):

@@ -66,6 +66,8 @@ def sharded_accuracy(
     query_labels, reference_labels = query_labels.double(), reference_labels.double()
     names = calculator.select_metrics(include, exclude)
     knn_names = [n for n in names if n in calculator.knn_metrics()]
+    if knn_names and getattr(calculator, "postprocess", None) is not None:
+        raise ValueError("sharded evaluation does not support AccuracyCalculator(postprocess=...)")
     results = {}
     if knn_names:
         results.update(

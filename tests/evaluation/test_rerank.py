@@ -136,6 +136,13 @@ def test_accuracy_calculator_postprocess_uses_the_reranked_neighbours():
                                     device="cpu")
     got = calculator.get_accuracy(q, ql, r, rl)["precision_at_1"]
     assert got == pytest.approx(float((rl[np.argmin(dense, axis=1)] == ql).double().mean()), abs=1e-12)
+    # every query is re-ranked together, however small the calculator's blocks
+    small_blocks = AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=5, device="cpu",
+                                      postprocess=KReciprocalRerank(k1=6, k2=3), knn_block_entries=7)
+    large_blocks = AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=5, device="cpu",
+                                      postprocess=KReciprocalRerank(k1=6, k2=3))
+    assert small_blocks.get_accuracy(q, ql, r, rl) == large_blocks.get_accuracy(q, ql, r, rl)
+    assert small_blocks.get_accuracy(q, ql, r, rl)["precision_at_1"] == got
     # query expansion: the nearest reference of each expanded query (cosine)
     qe = AccuracyCalculator(include=("precision_at_1",), k=1, device="cpu",
                             knn_func=_cosine_knn(), postprocess=QueryExpansion(n=2))

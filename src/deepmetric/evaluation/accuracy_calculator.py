@@ -571,8 +571,10 @@ class AccuracyCalculator:
         relevant_all = label_counts[1][inverse.reshape(-1)] - own
 
         full = None
-        if others:
-            # Metrics of subclasses need every neighbour label at once, as in the reference.
+        if others or self.postprocess is not None:
+            # Metrics of subclasses need every neighbour label at once, as in the reference; a
+            # post-processing step (re-ranking) sees every query at once, so that its result does
+            # not depend on how the queries would be split into blocks.
             if width >= 1:
                 distances, indices = self.knn_func(query, width, reference, ref_includes_query)
             else:

@@ -157,3 +157,22 @@ def _cosine_knn():
     from deepmetric.evaluation.knn import ExactKNN
 
     return ExactKNN(distance=CosineSimilarity())
+
+
+def test_inference_model_searches_its_index_re_ranked(tmp_path):
+    from deepmetric.evaluation.inference import InferenceModel
+    from deepmetric.evaluation.knn import ExactKNN
+    from deepmetric.evaluation.rerank import KReciprocalRerank
+
+    q, r = _sets(9)
+    model = InferenceModel(torch.nn.Identity(), knn_func=KReciprocalRerank(k1=6, k2=2)(ExactKNN()),
+                           normalize_embeddings=False, data_device="cpu")
+    model.train_knn(r)
+    values, indices = model.get_nearest_neighbors(q, 4)
+    expected = k_reciprocal_rerank(q, r, k=4, k1=6, k2=2)
+    assert torch.equal(indices, expected[1]) and torch.equal(values, expected[0])
+    model.save_knn_func(str(tmp_path / "index"))
+    model.knn_func.reset()
+    assert model.knn_func.index is None
+    model.load_knn_func(str(tmp_path / "index"))
+    assert torch.equal(model.get_nearest_neighbors(q, 4)[1], indices)

@@ -280,15 +280,44 @@ class QueryExpansion:
 
 class _PostprocessedKNN:
     """A k-NN function (``fn(query, k, reference, ref_includes_query)``) running a
-    post-processing step's search; ``distance`` is the wrapped function's."""
+    post-processing step's search; ``distance`` is the wrapped function's. Without a reference
+    it searches the wrapped function's stored index (``train``, ``add``, ``save``, ``load`` and
+    ``reset`` are the wrapped function's), so ``InferenceModel(knn_func=KReciprocalRerank()(
+    ExactKNN()))`` re-ranks its searches."""
+
+    # the calculator must not bypass the step with the wrapped function's own fast paths
+    search = None
+    positive_ranks = None
 
     def __init__(self, step, knn_func):
         self.step, self.knn_func = step, knn_func
         self.distance = getattr(knn_func, "distance", None)
 
+    @property
+    def index(self):
+        return getattr(self.knn_func, "index", None)
+
+    def train(self, embeddings):
+        self.knn_func.train(embeddings)
+
+    def add(self, embeddings):
+        self.knn_func.add(embeddings)
+
+    def save(self, filename):
+        self.knn_func.save(filename)
+
+    def load(self, filename):
+        self.knn_func.load(filename)
+
+    def reset(self):
+        self.knn_func.reset()
+
     def __call__(self, query, k, reference=None, ref_includes_query=False):
         if reference is None:
-            reference, ref_includes_query = query, True
+            if isinstance(self.index, torch.Tensor):
+                reference = self.index
+            else:
+                reference, ref_includes_query = query, True
         own = int(bool(ref_includes_query))
         distances, indices = self.step.search(self.knn_func, query, k, reference, own)
         if own:

@@ -183,7 +183,10 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
 class ShardedPairScores(PairScores):
     """The pairs of this rank's query rows with the whole (gathered) reference set; counts are
     summed and score lists gathered over the ranks of ``group``, so :meth:`counts` and the
-    quantiles are those of every pair of the global sets. Every rank must call the same methods."""
+    quantiles are those of every pair of the global sets. Every rank must call the same methods;
+    a rank may hold no query rows."""
+
+    allows_empty_query = True
 
     def __init__(self, query, query_labels, reference, reference_labels, ref_includes_query=False,
                  distance=None, label_comparison_fn=None, memory_budget_bytes=None, group=None):

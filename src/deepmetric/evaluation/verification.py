@@ -232,13 +232,16 @@ class PairScores:
     Arguments as :func:`verification_counts`.
     """
 
+    allows_empty_query = False  # a shard of a distributed query set may hold no rows
+
     def __init__(self, query, query_labels, reference=None, reference_labels=None,
                  ref_includes_query=False, distance=None, label_comparison_fn=None,
                  memory_budget_bytes=None):
         self.distance = default_distance() if distance is None else distance
         if reference is None:
             reference, reference_labels, ref_includes_query = query, query_labels, True
-        query, reference = _embeddings(query, "query"), _embeddings(reference, "reference")
+        query = _embeddings(query, "query", allow_empty=self.allows_empty_query)
+        reference = _embeddings(reference, "reference")
         if query.shape[1] != reference.shape[1]:
             raise SearchInputError(
                 f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
@@ -579,13 +582,13 @@ def memory_budget(memory_budget_bytes, device):
     return DEFAULT_CUDA_BUDGET_BYTES if device.type == "cuda" else DEFAULT_CPU_BUDGET_BYTES
 
 
-def _embeddings(x, name):
+def _embeddings(x, name, allow_empty=False):
     if x is None:
         raise ArgumentError(f"{name} must be given")
     x = c_f.numpy_to_torch(x)
     if not torch.is_tensor(x):
         x = torch.as_tensor(x)
-    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+    if x.dim() != 2 or (x.shape[0] == 0 and not allow_empty) or x.shape[1] == 0:
         raise SearchInputError(f"{name} must be a non-empty 2-D (N, D) tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise SearchInputError(f"{name} must hold floating-point embeddings, got dtype {x.dtype}")

@@ -33,7 +33,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..utils.errors import ArgumentError
 from .knn import default_distance, drop_own_entry, exact_knn
-from .verification import _embeddings, memory_budget
+from .verification import checked_embeddings, memory_budget
 
 
 def k_reciprocal_rerank(
@@ -69,7 +69,7 @@ def k_reciprocal_rerank(
     number = isinstance(lambda_value, (int, float)) and not isinstance(lambda_value, bool)
     if not number or not 0 <= lambda_value <= 1:
         raise ArgumentError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}")
-    query, reference = _embeddings(query, "query"), _embeddings(reference, "reference")
+    query, reference = checked_embeddings(query, "query"), checked_embeddings(reference, "reference")
     if query.shape[1] != reference.shape[1]:
         raise ArgumentError(
             f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
@@ -203,7 +203,7 @@ def query_expansion(query, reference, n=1, alpha=0.0, distance=None, memory_budg
     max(sim(q, g_t), 0) ** alpha`` (``alpha = 0``: AQE, every ``w_t = 1``). Search the expanded
     queries as the originals."""
     distance = CosineSimilarity() if distance is None else distance
-    query, reference = _embeddings(query, "query"), _embeddings(reference, "reference")
+    query, reference = checked_embeddings(query, "query"), checked_embeddings(reference, "reference")
     _check_expansion(n, alpha, len(reference))
     with torch.no_grad():
         values, indices = exact_knn(query, n, reference, distance=distance,
@@ -215,7 +215,7 @@ def database_augmentation(reference, n=2, alpha=0.0, distance=None, memory_budge
     """DBA: each reference replaced by ``normalize(sum_{t<n} w_t g_t)`` over its ``n`` nearest
     references, itself first (weight 1); weights as :func:`query_expansion`."""
     distance = CosineSimilarity() if distance is None else distance
-    reference = _embeddings(reference, "reference")
+    reference = checked_embeddings(reference, "reference")
     _check_expansion(n, alpha, len(reference))
     with torch.no_grad():
         values, indices = exact_knn(reference, n, reference, distance=distance,

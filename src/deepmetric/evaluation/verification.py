@@ -187,8 +187,8 @@ def pair_list_counts(query, reference, query_indices, reference_indices, is_posi
     ``is_positive[t]``. Its score is ``distance.pairwise_distance`` of the two rows (what
     ``MatchFinder.is_match`` compares with a threshold). Memory grows with the list."""
     distance = default_distance() if distance is None else distance
-    query = _embeddings(query, "query")
-    reference = query if reference is None else _embeddings(reference, "reference")
+    query = checked_embeddings(query, "query")
+    reference = query if reference is None else checked_embeddings(reference, "reference")
     qi = _index_list(query_indices, "query_indices", len(query))
     ri = _index_list(reference_indices, "reference_indices", len(reference))
     positive = torch.as_tensor(is_positive, device=qi.device).reshape(-1)
@@ -240,8 +240,8 @@ class PairScores:
         self.distance = default_distance() if distance is None else distance
         if reference is None:
             reference, reference_labels, ref_includes_query = query, query_labels, True
-        query = _embeddings(query, "query", allow_empty=self.allows_empty_query)
-        reference = _embeddings(reference, "reference")
+        query = checked_embeddings(query, "query", allow_empty=self.allows_empty_query)
+        reference = checked_embeddings(reference, "reference")
         if query.shape[1] != reference.shape[1]:
             raise SearchInputError(
                 f"query and reference must have the same width, got {query.shape[1]} and {reference.shape[1]}"
@@ -582,7 +582,8 @@ def memory_budget(memory_budget_bytes, device):
     return DEFAULT_CUDA_BUDGET_BYTES if device.type == "cuda" else DEFAULT_CPU_BUDGET_BYTES
 
 
-def _embeddings(x, name, allow_empty=False):
+def checked_embeddings(x, name, allow_empty=False):
+    """``x`` as a finite float32 (or float64) ``(N, D)`` tensor, or an error naming ``name``."""
     if x is None:
         raise ArgumentError(f"{name} must be given")
     x = c_f.numpy_to_torch(x)

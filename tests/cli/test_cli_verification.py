@@ -141,3 +141,15 @@ def test_rerank_names_and_arguments_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="has no argument 'm'") as err:
         retrieval_metrics(torch.randn(8, 2), torch.arange(8) % 2, config)
     assert err.value.key == "evaluation.rerank.args.m"
+
+
+def test_the_console_summary_gives_the_verification_line_and_the_threshold(run):
+    from deepmetric.cli.pipeline import summary
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = load_config(str(run / "config.yaml"))
+    text = summary(metrics, config)
+    trained = metrics["held_out"]["verification"]["trained"]
+    assert f"every pair: ROC AUC {trained['roc_auc']:.4f}, EER {trained['eer']:.4f}" in text
+    assert f"FMR {trained['at_threshold']['fmr']:.4g}" in text
+    assert f"match threshold: cosine similarity >= {metrics['threshold']['value']:.4f}" in text

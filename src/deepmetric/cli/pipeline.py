@@ -532,7 +532,33 @@ def summary(results, config):
             ("raw inputs (baseline)", section["baseline_raw_inputs"]),
         ):
             lines.append(f"  {label:<22}" + "".join(f"{values[m]:.4f}".rjust(width) for m in metrics))
+        lines += _verification_lines(section.get("verification", {}))
+    threshold = results.get("threshold")
+    if threshold and "value" in threshold:
+        lines.append(
+            f"match threshold: cosine similarity >= {threshold['value']:.4f} (calibrated for "
+            f"{_target_text(threshold)} on the validation items; threshold.json)"
+        )
     return "\n".join(lines)
+
+
+def _verification_lines(figures):
+    trained, raw = figures.get("trained"), figures.get("baseline_raw_inputs")
+    if trained is None:
+        return []
+    line = f"  every pair: ROC AUC {trained['roc_auc']:.4f}, EER {trained['eer']:.4f}"
+    if raw is not None:
+        line += f" (raw inputs {raw['roc_auc']:.4f}, {raw['eer']:.4f})"
+    at = trained.get("at_threshold")
+    if at is not None:
+        line += f"; at the threshold FMR {at['fmr']:.4g}, FNMR {at['fnmr']:.4g}"
+    return [line]
+
+
+def _target_text(threshold):
+    if threshold["target"] == "best_f1":
+        return "best_f1"
+    return f"{threshold['target']} {threshold['target_value']:g}"
 
 
 def _name(config, key):
@@ -647,9 +673,7 @@ def _verification_text(name, section, threshold):
     ]
     if "at_threshold" in trained:
         at = trained["at_threshold"]
-        target = threshold["target"]
-        if target != "best_f1":
-            target = f"{target} {threshold['target_value']:g}"
+        target = _target_text(threshold)
         lines += [
             f"The match threshold, calibrated on the validation items for {target} (training classes "
             "only; saved in `threshold.json` for `MatchFinder`), is a cosine similarity of "

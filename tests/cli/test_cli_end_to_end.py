@@ -37,7 +37,7 @@ def test_train_writes_the_run_folder_and_training_beats_the_raw_baseline(tmp_pat
                  "held_out/embeddings.pt"):
         assert (out / name).exists(), name
     metrics = read_json(out / "metrics.json")
-    assert set(metrics) == {"held_out", "selection", "seconds"}  # the test split shares the classes
+    assert set(metrics) == {"held_out", "selection", "seconds", "threshold"}  # the test split shares the classes
     trained, baseline = metrics["held_out"]["trained"], metrics["held_out"]["baseline_raw_inputs"]
     assert set(trained) == {"precision_at_1", "mean_average_precision_at_r"}
     assert trained["mean_average_precision_at_r"] > baseline["mean_average_precision_at_r"]

@@ -25,6 +25,10 @@ CALCULATORS = {
         avg_of_avgs=True,
     ),
     "max_bin_count": lambda: AccuracyCalculator(exclude=("NMI", "AMI"), k="max_bin_count"),
+    # pair-level figures: counts summed over ranks, own pairs (query i, reference i) left out
+    "verification": lambda: AccuracyCalculator(
+        include=("roc_auc", "eer", "best_f1", "tar_at_far_0.1", "fnmr_at_fmr_0.05", "precision_at_1")
+    ),
 }
 
 
@@ -69,6 +73,12 @@ def _worker(rank, port, out):
                     results[(case, name)] = sharded_accuracy(
                         make(), emb[qs:qe], labels[qs:qe], ref[rs:re], ref_labels[rs:re]
                     )
+        # a rank without query rows still takes part in the verification passes
+        qs, qe = [(0, 0), (0, 30)][rank]
+        rs, re = SPLITS["separate_sets"][1][rank]
+        results[("empty_query_shard", "verification")] = sharded_accuracy(
+            CALCULATORS["verification"](), emb[qs:qe], labels[qs:qe], ref[rs:re], ref_labels[rs:re]
+        )
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -97,3 +107,12 @@ def test_without_a_process_group_it_is_the_calculator():
     assert sharded_accuracy(AccuracyCalculator(), emb, labels) == AccuracyCalculator().get_accuracy(
         emb, labels
     )
+
+
+def test_a_rank_without_queries_takes_part_in_verification(shard_results):
+    expected = _expected("separate_sets", "verification")
+    for result in shard_results:
+        got = result[("empty_query_shard", "verification")]
+        assert list(got) == list(expected)
+        for metric, value in expected.items():
+            assert got[metric] == pytest.approx(value, rel=1e-12, abs=1e-12), metric

@@ -341,6 +341,20 @@ def build_miner(config):
     return instantiate("miner", cls, **check_arguments("miner", cls, args))
 
 
+def build_rerank(config):
+    """The post-processing step of ``evaluation.rerank`` (``KReciprocalRerank`` or
+    ``QueryExpansion`` with its arguments) for the accuracy calculator, or None."""
+    parsed = parse_component(config["evaluation"]["rerank"], "evaluation.rerank")
+    if parsed is None:
+        return None
+    from ..evaluation import rerank
+
+    name, args, _ = parsed
+    allowed = ["KReciprocalRerank", "QueryExpansion"]
+    cls = lookup("evaluation.rerank", name, allowed, rerank)
+    return instantiate("evaluation.rerank", cls, **check_arguments("evaluation.rerank", cls, args))
+
+
 def build_sampler(config, labels, super_labels, global_batch_size):
     """The configured index sampler over the training items, drawing global batches of
     ``global_batch_size`` (see :class:`~deepmetric.cli.distributed.GlobalBatches`), or None."""

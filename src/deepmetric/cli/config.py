@@ -37,6 +37,8 @@ DEFAULT_CONFIG = {
         "held_out_fraction": 0.2,
         "select": "mean_average_precision_at_r",
         "patience": None,
+        "rerank": None,
+        "threshold": "best_f1",
     },
 }
 
@@ -189,8 +191,28 @@ def validate_config(config):
         )
     if evaluation["patience"] is not None:
         _require_int("evaluation.patience", evaluation["patience"], low=1, null_ok=True)
+    parse_component(evaluation["rerank"], "evaluation.rerank")
+    threshold_target(evaluation["threshold"])
     for key in COMPONENT_KEYS:
         parse_component(config[key], key)
+
+
+def threshold_target(value):
+    """The calibration target of ``evaluation.threshold``: ``"best_f1"``, or a one-entry mapping
+    ``{fmr: 0.001}`` / ``{precision: 0.99}`` / ``{recall: 0.9}`` (as ``calibrate`` takes it)."""
+    if value == "best_f1":
+        return value
+    names = ("fmr", "precision", "recall")
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, rate),) = value.items()
+        # a false match rate of 1 accepts everything; precision and recall of 1 are real goals
+        if name in names and _is_number(rate) and 0 < rate and (rate < 1 or (rate == 1 and name != "fmr")):
+            return (name, float(rate))
+    raise ConfigError(
+        "evaluation.threshold",
+        "must be 'best_f1' or one of {fmr: r}, {precision: p}, {recall: r} with a rate in (0, 1) "
+        f"(precision and recall may be 1), got {value!r}",
+    )
 
 
 def _require_int(key, value, low, null_ok=False):

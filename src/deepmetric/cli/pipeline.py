@@ -24,7 +24,7 @@ import torch
 
 from ..training.seeding import seed_everything
 from ..utils import common_functions as c_f
-from . import components, report
+from . import components, report, verification
 from .config import ConfigError, component, dump_config, load_config, one_line
 from .data import build_data, read_queries
 from .distributed import (
@@ -45,6 +45,7 @@ RUN_FILES = (
     "metrics.json",
     "evaluation.json",
     "report.md",
+    "threshold.json",
     "tensorboard",
     "zero_shot",
     "held_out",
@@ -69,8 +70,11 @@ def retrieval_metrics(embeddings, labels, config):
     from ..evaluation.accuracy_calculator import AccuracyCalculator
 
     evaluation = config["evaluation"]
+    postprocess = components.build_rerank(config)
     try:
-        calculator = AccuracyCalculator(include=tuple(evaluation["metrics"]), k=evaluation["k"])
+        calculator = AccuracyCalculator(
+            include=tuple(evaluation["metrics"]), k=evaluation["k"], postprocess=postprocess
+        )
     except (ValueError, AssertionError) as err:
         raise ConfigError("evaluation.metrics", one_line(err)) from None
     labels = torch.as_tensor(np.asarray(labels))
@@ -431,15 +435,25 @@ def _save_model(model, path):
 
 def _evaluate_sections(run, folder, selection, write):
     run.load_selected_model(folder)  # every process: rank 0 wrote it before the last epoch's barrier
+    validation = run.data.validation
+    threshold, why_not = verification.calibrated_threshold(
+        run.embeddings(validation) if validation is not None else None,
+        validation.labels if validation is not None else None,
+        run.config,
+    )
     results = {}
     for name, items in run.data.sections.items():
         embeddings = run.embeddings(items)
         labels = items.labels
+        raw = run.data.raw_inputs(name)
+        trained_figures, trained_roc = verification.section_figures(embeddings, labels, threshold)
+        raw_figures, raw_roc = verification.section_figures(raw, labels, None)
         results[name] = {
             "trained": retrieval_metrics(embeddings, labels, run.config),
-            "baseline_raw_inputs": retrieval_metrics(run.data.raw_inputs(name), labels, run.config),
+            "baseline_raw_inputs": retrieval_metrics(raw, labels, run.config),
             "items": len(items),
             "classes": len(np.unique(labels)),
+            "verification": {"trained": trained_figures, "baseline_raw_inputs": raw_figures},
         }
         if write:
             section_folder = os.path.join(folder, name)
@@ -449,14 +463,31 @@ def _evaluate_sections(run, folder, selection, write):
                 os.path.join(section_folder, "embeddings.pt"),
             )
             _pictures(run, name, embeddings, section_folder)
+            if trained_roc is not None:
+                curves = {"trained model": trained_roc}
+                if raw_roc is not None:
+                    curves["raw inputs (baseline)"] = raw_roc
+                report.plot_verification(
+                    curves,
+                    verification.score_histograms(embeddings, labels),
+                    None if threshold is None else threshold.value,
+                    os.path.join(section_folder, "verification.png"),
+                    _SECTION_TITLES[name],
+                )
+    results["threshold"] = threshold.to_dict() if threshold is not None else {"not_calibrated": why_not}
+    if write and threshold is not None:
+        threshold.save(os.path.join(folder, "threshold.json"))
     results["selection"] = selection
     return results
+
+
+_SECTION_TITLES = {"zero_shot": "unseen classes", "held_out": "held-out items of the training classes"}
 
 
 def _pictures(run, section, embeddings, folder):
     labels = np.asarray(run.data.sections[section].labels)
     seed = run.config["seed"]
-    title = {"zero_shot": "unseen classes", "held_out": "held-out items of the training classes"}[section]
+    title = _SECTION_TITLES[section]
     report.plot_embeddings(
         embeddings.numpy(),
         labels,
@@ -501,7 +532,33 @@ def summary(results, config):
             ("raw inputs (baseline)", section["baseline_raw_inputs"]),
         ):
             lines.append(f"  {label:<22}" + "".join(f"{values[m]:.4f}".rjust(width) for m in metrics))
+        lines += _verification_lines(section.get("verification", {}))
+    threshold = results.get("threshold")
+    if threshold and "value" in threshold:
+        lines.append(
+            f"match threshold: cosine similarity >= {threshold['value']:.4f} (calibrated for "
+            f"{_target_text(threshold)} on the validation items; threshold.json)"
+        )
     return "\n".join(lines)
+
+
+def _verification_lines(figures):
+    trained, raw = figures.get("trained"), figures.get("baseline_raw_inputs")
+    if trained is None:
+        return []
+    line = f"  every pair: ROC AUC {trained['roc_auc']:.4f}, EER {trained['eer']:.4f}"
+    if raw is not None:
+        line += f" (raw inputs {raw['roc_auc']:.4f}, {raw['eer']:.4f})"
+    at = trained.get("at_threshold")
+    if at is not None:
+        line += f"; at the threshold FMR {at['fmr']:.4g}, FNMR {at['fnmr']:.4g}"
+    return [line]
+
+
+def _target_text(threshold):
+    if threshold["target"] == "best_f1":
+        return "best_f1"
+    return f"{threshold['target']} {threshold['target_value']:g}"
 
 
 def _name(config, key):
@@ -584,6 +641,7 @@ def _write_report(output, config, run, results):
             "In the gallery each row is a query followed by its five nearest neighbours; wrong "
             "matches are framed in red.",
             "",
+            *_verification_text(name, section, results["threshold"]),
         ]
     with open(os.path.join(output, "report.md"), "w") as f:
         f.write("\n".join(lines))
@@ -591,6 +649,43 @@ def _write_report(output, config, run, results):
 
 # ----------------------------------------------------------------------------------------------
 # evaluate and search
+
+
+def _verification_text(name, section, threshold):
+    """The report's verification paragraph of a section: figures over every pair of its items, the
+    calibrated threshold's results there, and the ROC / score-histogram picture."""
+    figures = section["verification"]
+    trained, raw = figures["trained"], figures["baseline_raw_inputs"]
+    if trained is None:
+        return ["This section has no same-class or no different-class pair: no verification figures.", ""]
+    rows = {"trained model": {k: v for k, v in trained.items() if k != "at_threshold"}}
+    if raw is not None:
+        rows = {"raw inputs (baseline)": raw, **rows}
+    lines = [
+        "### Same or not: verification over every pair",
+        "",
+        "Every pair of distinct items, scored by cosine similarity: the area under the ROC curve, "
+        "the equal error rate, the true match rate at a false match rate of 1e-3 and the false "
+        "non-match rate there.",
+        "",
+        report.metrics_table(rows),
+        "",
+    ]
+    if "at_threshold" in trained:
+        at = trained["at_threshold"]
+        target = _target_text(threshold)
+        lines += [
+            f"The match threshold, calibrated on the validation items for {target} (training classes "
+            "only; saved in `threshold.json` for `MatchFinder`), is a cosine similarity of "
+            f"{threshold['value']:.4f}. "
+            f"On this section it gives FMR {at['fmr']:.4g}, FNMR {at['fnmr']:.4g}, precision "
+            f"{at['precision']:.4f}, recall {at['tpr']:.4f}, F1 {at['f1']:.4f}.",
+            "",
+        ]
+    else:
+        lines += [f"No match threshold was calibrated: {threshold.get('not_calibrated')}.", ""]
+    lines += [f"![verification]({name}/verification.png)", ""]
+    return lines
 
 
 def _restored_run(output):

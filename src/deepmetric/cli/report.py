@@ -177,6 +177,45 @@ def plot_embeddings(embeddings, labels, path, title, seed=0, name_of=str):
     return method
 
 
+def plot_verification(roc_curves, histograms, threshold, path, title):
+    """Two panels: the ROC curves (true match rate against false match rate, log scale; one
+    curve per name of ``roc_curves``, each ``(fpr, tpr)``) and the histograms of positive and
+    negative pair scores (``(edges, positive, negative)``, each normalised to unit area) with the
+    calibrated ``threshold`` marked when given. Returns True when the picture was written."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig, (roc_ax, hist_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, (fpr, tpr) in roc_curves.items():
+        fpr = np.asarray(fpr)
+        keep = fpr > 0  # a log axis cannot show the curve's start at FMR 0
+        roc_ax.plot(fpr[keep], np.asarray(tpr)[keep], label=name)
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlabel("false match rate")
+    roc_ax.set_ylabel("true match rate")
+    roc_ax.set_ylim(0, 1.01)
+    roc_ax.grid(alpha=0.3)
+    roc_ax.legend(fontsize=8, loc="lower right")
+    roc_ax.set_title("ROC over every pair", fontsize=10)
+    edges, positive, negative = (np.asarray(x, dtype=float) for x in histograms)
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    kinds = ((negative, "different class", "tab:red"), (positive, "same class", "tab:green"))
+    for counts, name, color in kinds:
+        total = counts.sum()
+        if total > 0:
+            hist_ax.bar(centres, counts / (total * width), width=width, alpha=0.5, color=color, label=name)
+    if threshold is not None:
+        hist_ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    hist_ax.set_xlabel("cosine similarity of the trained embeddings")
+    hist_ax.set_ylabel("density")
+    hist_ax.legend(fontsize=8, loc="upper left")
+    hist_ax.set_title("pair scores", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=str):
     """A gallery: each row is a query and its nearest neighbours; wrong matches framed in red.
 

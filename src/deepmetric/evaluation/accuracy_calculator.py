@@ -16,6 +16,13 @@ Metrics the reference library lacks, one set per ``k`` in ``k_values`` (or named
 ``precision_at_<k>``, ``recall_at_<k>`` (the CMC curve at rank ``k``) and
 ``mean_average_precision_at_<k>`` (divided by ``min(R, k)``, so 1 for a perfect ranking).
 
+Verification metrics, computed only when named in ``include`` (never part of the default set),
+over every (query, reference) pair, positive when the labels match, scored by the k-NN
+backend's distance (:mod:`.verification`, exact, without the N x M matrix): ``roc_auc``,
+``eer``, ``best_f1``, ``tar_at_far_<rate>`` and ``fnmr_at_fmr_<rate>`` (e.g.
+``fnmr_at_fmr_1e-3``). They are single numbers over pairs whatever ``avg_of_avgs`` and
+``return_per_class`` say.
+
 Queries whose label has no match in the reference set ("lone" queries) cannot retrieve anything
 relevant and are left out of every k-NN metric. Per-query values are averaged over queries,
 or per class then over classes (``avg_of_avgs``), or returned per class (``return_per_class``).
@@ -40,6 +47,7 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 
 from ..utils import common_functions as c_f
 from ..utils.errors import MissingInputError, SearchInputError
+from . import verification
 from .inference import FaissKMeans
 from .kmeans import TorchKMeans
 from .knn import ExactKNN, drop_own_entry
@@ -128,6 +136,10 @@ class AccuracyCalculator:
             the same algorithm and seed in torch.
         k_values: extra cut-offs; each ``k`` adds ``precision_at_<k>``, ``recall_at_<k>`` and
             ``mean_average_precision_at_<k>`` (naming such a metric in ``include`` adds it too).
+        postprocess: a step applied to the k-NN search, ``knn_func -> knn_func``, e.g.
+            :class:`~deepmetric.evaluation.rerank.KReciprocalRerank` or
+            :class:`~deepmetric.evaluation.rerank.QueryExpansion`; the k-NN metrics then use its
+            neighbours.
         knn_block_entries: at most this many neighbour labels (queries x neighbours) are held at
             once; queries are searched and scored block by block.
     """
@@ -145,6 +157,7 @@ class AccuracyCalculator:
         kmeans_func=None,
         k_values=(),
         knn_block_entries=2**23,
+        postprocess=None,
     ):
         self.function_keyword = "calculate_"
         names = [x for x in dir(self) if x.startswith(self.function_keyword)]
@@ -152,7 +165,9 @@ class AccuracyCalculator:
             name[len(self.function_keyword) :]: getattr(self, name) for name in names
         }
         self._at_k_metrics = {}
+        self._verification_metrics = []
         self._register_at_k(k_values, include, exclude)
+        self._register_verification(include, exclude)
         self.check_primary_metrics(include, exclude)
         self.original_function_dict = self.get_function_dict(include, exclude)
         self.curr_function_dict = self.get_function_dict()
@@ -166,6 +181,11 @@ class AccuracyCalculator:
             device = c_f.use_cuda_if_available()
         self.device = torch.device(device)
         self.knn_func = ExactKNN() if knn_func is None else knn_func
+        self.postprocess = postprocess
+        if postprocess is not None:
+            if not callable(postprocess):
+                raise TypeError(f"postprocess must be callable (knn_func -> knn_func), got {postprocess!r}")
+            self.knn_func = postprocess(self.knn_func)
         self.kmeans_func = default_kmeans_func(self.device) if kmeans_func is None else kmeans_func
 
         if (isinstance(k, bool) or not (isinstance(k, int) and k > 0)) and k not in (None, "max_bin_count"):
@@ -213,6 +233,40 @@ class AccuracyCalculator:
             formula = "mean_average_precision_at_k" if kind == "mean_average_precision" else kind
             self.original_function_dict[name] = computed_per_query(formula, int(value))(metric)
 
+    def _register_verification(self, include, exclude):
+        for group in (include, exclude):
+            if not isinstance(group, (tuple, list)):
+                continue
+            for name in group:
+                if name in self.original_function_dict or not verification.is_metric_name(name):
+                    continue
+                verification.parse_metric_name(name)  # a rate outside (0, 1): ValueError naming it
+                self._verification_metrics.append(name)
+                self.original_function_dict[name] = functools.partial(self._calculate_verification, name)
+
+    def verification_metrics(self):
+        """Names of the verification metrics this calculator was asked for (in ``include``)."""
+        return list(self._verification_metrics)
+
+    def _calculate_verification(self, name, **kwargs):
+        return self.verification_figures([name], **kwargs)[name]
+
+    def verification_figures(
+        self, names, query, query_labels, reference, reference_labels, ref_includes_query, **kwargs
+    ):
+        """``{name: value}`` of the verification metrics ``names`` over every pair, scored by
+        the k-NN backend's distance (its ``distance`` attribute; default squared Euclidean)."""
+        counts = verification.verification_counts(
+            query,
+            query_labels,
+            reference,
+            reference_labels,
+            ref_includes_query,
+            distance=getattr(self.knn_func, "distance", None),
+            label_comparison_fn=self.label_comparison_fn,
+        )
+        return verification.figures(counts, names)
+
     def get_function_dict(self, include=(), exclude=()):
         if len(include) == 0:
             include = list(self.original_function_dict.keys())
@@ -253,7 +307,8 @@ class AccuracyCalculator:
             if unknown:
                 raise ValueError(
                     f"Unknown metric name(s) {unknown}. Primary metrics must be one or more of: {allowed}, "
-                    "or precision_at_<k>, recall_at_<k>, mean_average_precision_at_<k>."
+                    "or precision_at_<k>, recall_at_<k>, mean_average_precision_at_<k>, or the "
+                    "verification metrics roc_auc, eer, best_f1, tar_at_far_<rate>, fnmr_at_fmr_<rate>."
                 )
 
     def description(self):
@@ -468,6 +523,9 @@ class AccuracyCalculator:
         knn_names = [x for x in names if x in self.knn_metrics()]
         if knn_names:
             precomputed = self._knn_metrics_and_kwargs(knn_names, kwargs)
+        verification_names = [x for x in names if x in self._verification_metrics]
+        if verification_names:
+            precomputed.update(self.verification_figures(verification_names, **kwargs))
         if any(x in self.requires_clustering() for x in names):
             kwargs["cluster_labels"] = self.get_cluster_labels(**kwargs)
 
@@ -513,8 +571,10 @@ class AccuracyCalculator:
         relevant_all = label_counts[1][inverse.reshape(-1)] - own
 
         full = None
-        if others:
-            # Metrics of subclasses need every neighbour label at once, as in the reference.
+        if others or self.postprocess is not None:
+            # Metrics of subclasses need every neighbour label at once, as in the reference; a
+            # post-processing step (re-ranking) sees every query at once, so that its result does
+            # not depend on how the queries would be split into blocks.
             if width >= 1:
                 distances, indices = self.knn_func(query, width, reference, ref_includes_query)
             else:

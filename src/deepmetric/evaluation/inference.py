@@ -14,6 +14,7 @@ from ..distances import BatchedDistance, CosineSimilarity
 from ..utils import common_functions as c_f
 from ..utils.errors import IndexFileError, MissingInputError, OutOfRangeError, SearchInputError
 from ._index_files import file_kind, load_torch_index
+from .calibration import Threshold, calibrate
 from .knn import ExactKNN, drop_own_entry, exact_knn
 
 
@@ -54,11 +55,39 @@ class MatchFinder:
     (``distance.is_inverted``), ``value <= threshold`` for distances.
 
     ``distance`` defaults to :class:`CosineSimilarity` (the reference requires it).
+    ``threshold`` is a number or a calibrated
+    :class:`~deepmetric.evaluation.calibration.Threshold` (made for the same kind of distance);
+    :attr:`calibration` then reports it, with the figures it achieved.
     """
 
     def __init__(self, distance=None, threshold=None):
         self.distance = CosineSimilarity() if distance is None else distance
         self.threshold = threshold
+
+    @property
+    def threshold(self):
+        return self._threshold_setting
+
+    @threshold.setter
+    def threshold(self, threshold):
+        self._check_calibrated(threshold)
+        self._threshold_setting = threshold
+
+    @property
+    def calibration(self):
+        """The calibrated :class:`~deepmetric.evaluation.calibration.Threshold` in use, or None
+        for a plain number."""
+        return self.threshold if isinstance(self.threshold, Threshold) else None
+
+    def _check_calibrated(self, threshold):
+        if not isinstance(threshold, Threshold):
+            return
+        name = type(self.distance).__name__
+        if threshold.distance != name or threshold.is_distance == bool(self.distance.is_inverted):
+            raise ValueError(
+                f"threshold was calibrated for {threshold.distance} but this MatchFinder uses {name}; "
+                "calibrate with the MatchFinder's distance"
+            )
 
     def operate_on_emb(self, input_func, query_emb, ref_emb=None, *args, **kwargs):
         if ref_emb is None:
@@ -92,7 +121,14 @@ class MatchFinder:
         threshold = self.threshold if threshold is None else threshold
         if threshold is None:
             raise MissingInputError("No threshold: pass threshold= here or to MatchFinder(threshold=...)")
+        if isinstance(threshold, Threshold):
+            self._check_calibrated(threshold)
+            return threshold.value
         return threshold
+
+    def __repr__(self):
+        threshold = self.calibration.describe() if self.calibration else self.threshold
+        return f"MatchFinder(distance={type(self.distance).__name__}, threshold={threshold})"
 
     def _compare(self, values, threshold):
         return values >= threshold if self.distance.is_inverted else values <= threshold
@@ -177,11 +213,43 @@ class InferenceModel:
     def is_match(self, x, y, threshold=None):
         return self.match_finder.is_match(self.get_embeddings(x), self.get_embeddings(y), threshold)
 
+    @property
+    def calibration(self):
+        """The match finder's calibrated threshold (see :meth:`calibrate`), or None."""
+        return getattr(self.match_finder, "calibration", None)
+
+    def calibrate(self, query, query_labels, reference=None, reference_labels=None, target="best_f1",
+                  batch_size=64, **kwargs):
+        """Embed the inputs, find the threshold meeting ``target`` with the match finder's
+        distance (:func:`~deepmetric.evaluation.calibration.calibrate`, same ``target`` and
+        keyword arguments), make it the match finder's threshold and return it."""
+        query_emb = self.get_embeddings_from_tensor_or_dataset(query, batch_size)
+        ref_emb = None
+        if reference is not None:
+            ref_emb = self.get_embeddings_from_tensor_or_dataset(reference, batch_size)
+        threshold = calibrate(
+            query_emb, query_labels, ref_emb, reference_labels, target,
+            distance=self.match_finder.distance, **kwargs,
+        )
+        self.match_finder.threshold = threshold
+        return threshold
+
     def save_knn_func(self, filename):
+        """Save the index; a calibrated threshold goes next to it, in ``<filename>.threshold.json``
+        (a stale one from an earlier save is removed)."""
         self.knn_func.save(filename)
+        sidecar = threshold_file(filename)
+        if self.calibration is not None:
+            self.calibration.save(sidecar)
+        elif os.path.exists(sidecar):
+            os.unlink(sidecar)
 
     def load_knn_func(self, filename):
+        """Load the index, and the calibrated threshold saved with it, if any."""
         self.knn_func.load(filename)
+        sidecar = threshold_file(filename)
+        if os.path.exists(sidecar):
+            self.match_finder.threshold = Threshold.load(sidecar)
 
     def process_if_list(self, x):
         if isinstance(x, list) and x and all(isinstance(item, torch.Tensor) for item in x):
@@ -315,6 +383,11 @@ class CustomKNN:
             distance=inner,
             block_size=self.batch_size or None,
         )
+
+
+def threshold_file(index_filename):
+    """Where :meth:`InferenceModel.save_knn_func` keeps a calibrated threshold."""
+    return os.fspath(index_filename) + ".threshold.json"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,12 @@ returns the same dict, equal to ``calculator.get_accuracy`` on the global sets:
   every rank and clustered there (deterministic, so every rank gets the same result). This is
   the one step whose memory grows with the global query set.
 
+* verification metrics (``roc_auc``, ``eer``, ``tar_at_far_<rate>``, ...): every rank gathers
+  the reference set (its embeddings and labels) and scores its own query rows against all of it,
+  block by block (:class:`~deepmetric.evaluation.verification.PairScores`); the positive scores
+  (few) are gathered and the negative counts summed over ranks, so every rank gets the exact
+  figures of the whole set. Memory grows with the global reference set, not with the pairs.
+
 Metrics a subclass computes from the full ``knn_labels`` matrix (custom ``calculate_*`` methods
 that need k-NN) are not supported here; they raise a ``ValueError``.
 """
@@ -25,6 +31,7 @@ from ..utils import common_functions as c_f
 from .relevance import get_label_match_counts, get_lone_query_labels
 from .retrieval_metrics import maybe_get_avg_of_avgs, nan_accuracy
 from .sharded_knn import sharded_knn
+from .verification import PairScores, figures
 
 _BLOCK_ENTRIES = 2**22  # query rows x neighbours per block of the k-NN search
 
@@ -59,6 +66,8 @@ def sharded_accuracy(
     query_labels, reference_labels = query_labels.double(), reference_labels.double()
     names = calculator.select_metrics(include, exclude)
     knn_names = [n for n in names if n in calculator.knn_metrics()]
+    if knn_names and getattr(calculator, "postprocess", None) is not None:
+        raise ValueError("sharded evaluation does not support AccuracyCalculator(postprocess=...)")
     results = {}
     if knn_names:
         results.update(
@@ -73,6 +82,21 @@ def sharded_accuracy(
                 group,
             )
         )
+    verification_names = [n for n in names if n in calculator.verification_metrics()]
+    if verification_names:
+        all_reference = gather_rows(reference, group)
+        all_reference_labels = gather_rows(reference_labels, group)
+        source = ShardedPairScores(
+            query,
+            query_labels,
+            all_reference,
+            all_reference_labels,
+            ref_includes_query,
+            calculator_distance(calculator),
+            calculator.label_comparison_fn,
+            group=group,
+        )
+        results.update(figures(source.counts(), verification_names))
     cluster_names = [n for n in names if n in calculator.requires_clustering()]
     if cluster_names:
         all_query = gather_rows(query, group)
@@ -154,6 +178,30 @@ def _knn_metrics(calculator, knn_names, query, query_labels, reference, referenc
             values, gt_all[:, None], calculator.avg_of_avgs, calculator.return_per_class
         )
     return out
+
+
+class ShardedPairScores(PairScores):
+    """The pairs of this rank's query rows with the whole (gathered) reference set; counts are
+    summed and score lists gathered over the ranks of ``group``, so :meth:`counts` and the
+    quantiles are those of every pair of the global sets. Every rank must call the same methods;
+    a rank may hold no query rows."""
+
+    allows_empty_query = True
+
+    def __init__(self, query, query_labels, reference, reference_labels, ref_includes_query=False,
+                 distance=None, label_comparison_fn=None, memory_budget_bytes=None, group=None):
+        super().__init__(query, query_labels, reference, reference_labels, ref_includes_query,
+                         distance, label_comparison_fn, memory_budget_bytes)
+        self.group = group
+        self.row_offset = _row_offset(len(self.query), group)
+
+    def combine(self, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+        return tensor
+
+    def gather(self, tensor):
+        return gather_rows(tensor, self.group)
 
 
 def calculator_distance(calculator):

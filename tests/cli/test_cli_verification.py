@@ -153,3 +153,22 @@ def test_the_console_summary_gives_the_verification_line_and_the_threshold(run):
     assert f"every pair: ROC AUC {trained['roc_auc']:.4f}, EER {trained['eer']:.4f}" in text
     assert f"FMR {trained['at_threshold']['fmr']:.4g}" in text
     assert f"match threshold: cosine similarity >= {metrics['threshold']['value']:.4f}" in text
+
+
+def test_verification_names_are_metrics_the_config_may_list_and_select(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    config = load_config(write_config(tmp_path, DIGITS_CONFIG, epochs=1))
+    config["evaluation"]["metrics"] = ["precision_at_1", "roc_auc"]
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(4).repeat_interleave(6)
+    x = torch.randn(4, 5, generator=g)[labels] + torch.randn(24, 5, generator=g)
+    x = torch.nn.functional.normalize(x, dim=1)  # unit rows: L2 and cosine order pairs alike
+    result = retrieval_metrics(x, labels, config)
+    sims = (x @ x.t()).double()
+    same = labels[:, None] == labels[None, :]
+    distinct = ~torch.eye(24, dtype=torch.bool)
+    scores = torch.cat([sims[same & distinct], sims[~same]]).numpy()
+    truth = np.r_[np.ones(int((same & distinct).sum())), np.zeros(int((~same).sum()))]
+    assert list(result) == ["precision_at_1", "roc_auc"]
+    assert result["roc_auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)

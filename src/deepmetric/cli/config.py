@@ -189,6 +189,12 @@ def validate_config(config):
             "evaluation.select",
             f"must be one of evaluation.metrics ({', '.join(metrics)}), got {evaluation['select']!r}",
         )
+    if _lower_is_better(evaluation["select"]):
+        raise ConfigError(
+            "evaluation.select",
+            f"{evaluation['select']} is better when lower; the best epoch is the one with the highest "
+            "score, so select a metric where higher is better (e.g. roc_auc or tar_at_far_<rate>)",
+        )
     if evaluation["patience"] is not None:
         _require_int("evaluation.patience", evaluation["patience"], low=1, null_ok=True)
     parse_component(evaluation["rerank"], "evaluation.rerank")
@@ -213,6 +219,11 @@ def threshold_target(value):
         "must be 'best_f1' or one of {fmr: r}, {precision: p}, {recall: r} with a rate in (0, 1) "
         f"(precision and recall may be 1), got {value!r}",
     )
+
+
+def _lower_is_better(metric):
+    """Error rates: the equal error rate and the false non-match rate at a false match rate."""
+    return metric == "eer" or metric.startswith("fnmr_at_fmr_")
 
 
 def _require_int(key, value, low, null_ok=False):

@@ -26,7 +26,7 @@ from ..training.seeding import seed_everything
 from ..utils import common_functions as c_f
 from . import components, report
 from .config import ConfigError, component, dump_config, load_config, one_line
-from .data import build_data, read_queries
+from .data import build_data, first_class, read_queries, shares_a_label
 from .distributed import (
     GlobalBatches,
     is_main_process,
@@ -69,11 +69,13 @@ def retrieval_metrics(embeddings, labels, config):
     from ..evaluation.accuracy_calculator import AccuracyCalculator
 
     evaluation = config["evaluation"]
+    labels = torch.as_tensor(np.asarray(labels))
+    # multi-hot labels: a neighbour is relevant when it shares a class with the query
+    relation = {"label_comparison_fn": shares_a_label} if labels.dim() == 2 else {}
     try:
-        calculator = AccuracyCalculator(include=tuple(evaluation["metrics"]), k=evaluation["k"])
+        calculator = AccuracyCalculator(include=tuple(evaluation["metrics"]), k=evaluation["k"], **relation)
     except (ValueError, AssertionError) as err:
         raise ConfigError("evaluation.metrics", one_line(err)) from None
-    labels = torch.as_tensor(np.asarray(labels))
     result = calculator.get_accuracy(embeddings, labels, embeddings, labels, ref_includes_query=True)
     ordered = [m for m in evaluation["metrics"] if m in result] + [
         m for m in result if m not in evaluation["metrics"]
@@ -109,7 +111,9 @@ class Run:
         self.embedding_size = components.embedding_size(self.model, self.data.train[0][0], device)
         if not for_training:
             return
-        self.loss = components.build_loss(config, self.data.num_classes, self.embedding_size).to(device)
+        self.loss = components.build_loss(
+            config, self.data.num_classes, self.embedding_size, multi_label=self.data.multi_label
+        ).to(device)
         self.miner = components.build_miner(config)
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = components.build_optimizer(config, params)
@@ -439,7 +443,8 @@ def _evaluate_sections(run, folder, selection, write):
             "trained": retrieval_metrics(embeddings, labels, run.config),
             "baseline_raw_inputs": retrieval_metrics(run.data.raw_inputs(name), labels, run.config),
             "items": len(items),
-            "classes": len(np.unique(labels)),
+            "classes": len(np.unique(first_class(labels))) if not run.data.multi_label
+            else int(np.asarray(labels).any(axis=0).sum()),
         }
         if write:
             section_folder = os.path.join(folder, name)
@@ -459,7 +464,7 @@ def _pictures(run, section, embeddings, folder):
     title = {"zero_shot": "unseen classes", "held_out": "held-out items of the training classes"}[section]
     report.plot_embeddings(
         embeddings.numpy(),
-        labels,
+        first_class(labels),  # a multi-label item is coloured by its first class
         os.path.join(folder, "embeddings.png"),
         title,
         seed=seed,
@@ -478,6 +483,8 @@ def _pictures(run, section, embeddings, folder):
         os.path.join(folder, "retrieval.png"),
         f"nearest neighbours ({title})",
         name_of=run.data.class_name,
+        related=(lambda a, b: bool(shares_a_label(torch.as_tensor(a), torch.as_tensor(b))))
+        if run.data.multi_label else None,
     )
 
 

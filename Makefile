@@ -8,7 +8,7 @@ STAMP := $(VENV)/.deepmetric-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test conformance demo bench bench-quick lint fuzz clean
+.PHONY: install test conformance demo bench bench-quick bench-large lint fuzz clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: $(STAMP)
 # next to the previous bench-quick run: run it before and after a change.
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick-check
+
+# Large-batch training in bounded memory (cached trunk passes, tiled losses): minutes and
+# gigabytes; run it on a quiet machine. Results in benchmarks/results/large_batch.json.
+bench-large: $(STAMP)
+	$(PY) -m benchmarks.large_batch
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

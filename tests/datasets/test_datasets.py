@@ -174,3 +174,58 @@ def test_csv_dataset(tmp_path):
         CSVDataset(str(tmp_path / "wide.csv"))
     with pytest.raises(FileNotFoundError):
         CSVDataset(str(tmp_path / "absent.csv"))
+
+
+def test_csv_dataset_multi_label_rows_become_multi_hot(tmp_path):
+    for name, value in (("a", 10), ("b", 20), ("c", 30)):
+        write_image(str(tmp_path / f"{name}.png"), value)
+    write(tmp_path / "list.csv", "path,label\na.png,3|1\nb.png, 0 \nc.png,1|1|4\n")
+    ds = CSVDataset(str(tmp_path / "list.csv"), label_separator="|")
+    assert ds.multi_label and ds.num_classes == 5
+    assert ds.label_sets == [(1, 3), (0,), (1, 4)]
+    assert ds.labels.tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 1]]
+    assert ds.labels.dtype == torch.int64
+    img, label = ds[2]
+    assert img.getpixel((0, 0))[0] == 30 and label.tolist() == [0, 1, 0, 0, 1]
+    wide = CSVDataset(str(tmp_path / "list.csv"), label_separator="|", num_classes=7)
+    assert wide.labels.shape == (3, 7) and wide.labels[:, :5].tolist() == ds.labels.tolist()
+    write(tmp_path / "semicolon.csv", "a.png,3;1\nb.png,2\n")
+    semi = CSVDataset(str(tmp_path / "semicolon.csv"), label_separator=";")
+    assert semi.labels.tolist() == [[0, 1, 0, 1], [0, 0, 1, 0]]
+
+
+def test_csv_dataset_single_label_default_is_unchanged(tmp_path):
+    write(tmp_path / "list.csv", "a.png,2\nb.png,0\n")
+    ds = CSVDataset(str(tmp_path / "list.csv"))
+    assert ds.labels == [2, 0] and not ds.multi_label and ds.label_sets is None
+    write(tmp_path / "multi.csv", "a.png,2|1\n")
+    with pytest.raises(ValueError, match=r"multi.csv:1 label must be an integer, got '2\|1'"):
+        CSVDataset(str(tmp_path / "multi.csv"))
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("3|", r"labels must be integers separated by '\|', got '3\|'"),
+        ("", r"labels must be integers separated by '\|', got ''"),
+        ("2|x", r"label must be an integer, got 'x'"),
+        ("-1|2", r"labels must be non-negative, got '-1\|2'"),
+    ],
+)
+def test_csv_dataset_bad_multi_label_cells_are_rejected(tmp_path, cell, message):
+    write(tmp_path / "list.csv", f"a.png,{cell}\n")
+    with pytest.raises(ValueError, match=r"list.csv:1 " + message):
+        CSVDataset(str(tmp_path / "list.csv"), label_separator="|")
+
+
+def test_csv_dataset_bad_multi_label_arguments_are_rejected(tmp_path):
+    write(tmp_path / "list.csv", "a.png,1|5\n")
+    path = str(tmp_path / "list.csv")
+    with pytest.raises(ValueError, match="has label 5, not below num_classes=3"):
+        CSVDataset(path, label_separator="|", num_classes=3)
+    with pytest.raises(ValueError, match="num_classes is only for multi-label data"):
+        CSVDataset(path, num_classes=6)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
+        CSVDataset(path, label_separator="|", num_classes=0)
+    with pytest.raises(ValueError, match="label_separator must be a non-empty string or None, got ''"):
+        CSVDataset(path, label_separator="")

@@ -297,14 +297,18 @@ def embedding_size(model, example, device):
 # loss, miner, sampler, optimizer, scheduler
 
 
-def build_loss(config, num_classes, embedding_size):
+def build_loss(config, num_classes, embedding_size, multi_label=False):
+    """The configured loss. ``multi_label``: the labels are multi-hot rows, which only the losses
+    that decide positive pairs from the labels take (positive when two items share a class)."""
     from .. import distances, losses, reducers, regularizers
 
     name, args, extras = component(config, "loss")
     cls = lookup("loss", name, loss_names(), losses, PYTHON_ONLY_LOSSES)
     filled = {}
-    names, _ = accepted_arguments(cls)
-    if names and "num_classes" in names and "num_classes" not in args:
+    names, defaults = accepted_arguments(cls)
+    if multi_label:
+        _check_multi_label_loss(name, names, defaults)
+    elif names and "num_classes" in names and "num_classes" not in args:
         filled["num_classes"] = num_classes
     for size_name in ("embedding_size", "descriptors_dim"):
         if names and size_name in names and size_name not in args:
@@ -325,6 +329,25 @@ def build_loss(config, num_classes, embedding_size):
         part_args = check_arguments(f"loss.{part}", part_cls, part_args)
         args[part] = instantiate(f"loss.{part}", part_cls, **part_args)
     return instantiate("loss", cls, **args)
+
+
+# Losses without a class-sized parameter that still need one class per item (their pairs or
+# lists are built from equal labels only).
+ONE_CLASS_PER_ITEM_LOSSES = ("InstanceLoss", "NPairsLoss", "SmoothAPLoss")
+
+
+def _check_multi_label_loss(name, names, defaults):
+    """Refuse a loss that cannot take multi-hot labels: one that learns a weight or proxy per
+    class (``num_classes`` required), or one of ``ONE_CLASS_PER_ITEM_LOSSES``."""
+    per_class = bool(names) and "num_classes" in names and defaults["num_classes"] is inspect.Parameter.empty
+    if per_class or name in ONE_CLASS_PER_ITEM_LOSSES:
+        why = "learns one weight or proxy per class" if per_class else "builds its tuples from equal labels"
+        raise ConfigError(
+            "loss.name",
+            f"{name} {why} and needs one class per item, and this dataset is multi-label (several "
+            "classes per item): use a pair-based loss that takes multi-hot labels, e.g. "
+            "MultiSimilarityLoss, ContrastiveLoss, TripletMarginLoss, NTXentLoss or SupConLoss",
+        )
 
 
 def build_miner(config):
@@ -365,6 +388,12 @@ def build_sampler(config, labels, super_labels, global_batch_size):
 
     name, args, _ = parsed
     cls = lookup("sampler", name, list(SAMPLERS), samplers, PYTHON_ONLY_SAMPLERS)
+    if getattr(labels, "ndim", 1) == 2:
+        raise ConfigError(
+            "sampler.name",
+            f"{name} draws batches by class and needs one class per item, and this dataset is "
+            "multi-label (several classes per item): set 'sampler: null' for shuffled batches",
+        )
     if name == "MPerClassSampler":
         filled = {"batch_size": global_batch_size, "length_before_new_iter": len(labels)}
         args = {**filled, **check_arguments("sampler", cls, args, ("labels", *filled))}

@@ -7,6 +7,11 @@ model never saw. From every training class a seeded share of the items is set as
 ``held_out_fraction`` for the **held-out** section (seen classes, unseen items). When the test
 split shares classes with the training split (Digits with ``protocol: held_out_samples``, folder
 datasets), it is the held-out section itself and there is no zero-shot section.
+
+Multi-label data (``CSVDataset`` with ``label_separator``): each item's label is a multi-hot row
+and two items match when they share a class, in training (the losses and miners take the 2-D
+labels) and in evaluation (``shares_a_label`` decides relevance). Validation and held-out items
+are set aside per item's first (smallest) class; classes keep their numbers (no remapping).
 """
 
 import os
@@ -44,6 +49,26 @@ class DigitImage:
         return x.reshape(1, 8, 8)
 
 
+# Metrics that cluster the embeddings against one class per item; multi-label data has none.
+CLUSTERING_METRICS = ("NMI", "AMI")
+
+
+def shares_a_label(labels_a, labels_b):
+    """Relevance for multi-hot labels: True where two rows share a class.
+
+    ``(..., C)`` rows broadcast against each other and the last axis is reduced: for a query's
+    ``(1, C)`` row and its neighbours' ``(k, C)`` rows, a ``(k,)`` bool tensor (the form
+    ``AccuracyCalculator(label_comparison_fn=...)`` calls it in)."""
+    return ((labels_a != 0) & (labels_b != 0)).any(dim=-1)
+
+
+def first_class(labels):
+    """One class per item: the labels themselves, or each multi-hot row's first class (for a
+    plot's colours and for setting items aside per class)."""
+    labels = np.asarray(labels)
+    return labels.argmax(axis=1) if labels.ndim == 2 else labels
+
+
 class Items(torch.utils.data.Dataset):
     """Items ``indices`` of ``dataset``, labels passed through ``label_map`` when given."""
 
@@ -74,6 +99,7 @@ class RunData:
     train_super_labels: np.ndarray | None = None
     query_kind: str = "image"  # how `search` reads a query file: "digits", "glyphs" or "image"
     image_size: int = 64
+    multi_label: bool = False  # labels are multi-hot rows; a match shares a class
 
     @property
     def train_labels(self):
@@ -85,6 +111,9 @@ class RunData:
         return torch.stack([items[i][0].flatten() for i in range(len(items))]).float()
 
     def class_name(self, label):
+        """A class's name; for a multi-hot row, its classes' names joined by ``|``."""
+        if np.ndim(label) == 1:
+            return "|".join(self.class_name(c) for c in np.flatnonzero(np.asarray(label)))
         return self.class_names.get(int(label), str(int(label)))
 
     def image(self, section, i):
@@ -105,7 +134,7 @@ def build_data(config):
     cls = lookup("dataset", name, list(DATASETS), datasets)
     args = dict(args)
     evaluation = config["evaluation"]
-    query_kind, image_size, class_names = "image", 64, {}
+    query_kind, image_size, class_names, transform = "image", 64, {}, None
     if name in ("Glyphs", "Digits"):
         args = check_arguments("dataset", cls, args, ("split", "transform"))
         if name == "Digits":
@@ -137,14 +166,22 @@ def build_data(config):
         raise ConfigError(
             "dataset", f"{name}: the {'train' if len(train_labels) == 0 else 'test'} split is empty"
         )
-    disjoint = not set(np.unique(train_labels)) & set(np.unique(test_labels))
+    multi_label = train_labels.ndim == 2 or test_labels.ndim == 2
+    if multi_label:
+        train, test, train_labels, test_labels = _same_width(cls, args, train, test, transform)
+        _check_multi_label_metrics(evaluation["metrics"])
+    disjoint = not set(_classes(train_labels)) & set(_classes(test_labels))
     held_out_fraction = evaluation["held_out_fraction"] if disjoint else 0.0
     fit, validation, held_out = carve(
-        train_labels, evaluation["validation_fraction"], held_out_fraction, config["seed"]
+        first_class(train_labels), evaluation["validation_fraction"], held_out_fraction, config["seed"]
     )
     if len(fit) == 0:
         raise ConfigError("evaluation.validation_fraction", "leaves no training items; lower it")
-    label_map = {int(c): i for i, c in enumerate(np.unique(train_labels[fit]))}
+    if multi_label:  # the multi-hot columns are the classes: no remapping
+        label_map, num_classes = None, train_labels.shape[1]
+    else:
+        label_map = {int(c): i for i, c in enumerate(np.unique(train_labels[fit]))}
+        num_classes = len(label_map)
     sections = {}
     if disjoint and evaluation["zero_shot"]:
         sections["zero_shot"] = Items(test, np.arange(len(test_labels)), test_labels)
@@ -165,13 +202,47 @@ def build_data(config):
         train=train_items,
         validation=Items(train, validation, train_labels) if len(validation) else None,
         sections=sections,
-        num_classes=len(label_map),
+        num_classes=num_classes,
         input_shape=tuple(train_items[0][0].shape),
         class_names=class_names,
         train_super_labels=super_labels,
         query_kind=query_kind,
         image_size=image_size,
+        multi_label=multi_label,
     )
+
+
+def _classes(labels):
+    """The classes that occur: the distinct labels, or the multi-hot columns with an item."""
+    return np.flatnonzero(labels.any(axis=0)) if labels.ndim == 2 else np.unique(labels)
+
+
+def _same_width(cls, args, train, test, transform):
+    """Multi-label train and test splits with multi-hot rows of one width (the wider one's)."""
+    train_labels, test_labels = _labels(train), _labels(test)
+    if train_labels.ndim != 2 or test_labels.ndim != 2:
+        raise ConfigError(
+            "dataset.args",
+            "the train and test splits must both be multi-label (label_separator in both) or both not",
+        )
+    width = max(train_labels.shape[1], test_labels.shape[1])
+    train_args, test_args = _folder_split_args(args)
+    if train_labels.shape[1] < width:
+        train = _make(cls, None, {**train_args, "transform": transform, "num_classes": width}, "train")
+    if test_labels.shape[1] < width:
+        test = _make(cls, None, {**test_args, "transform": transform, "num_classes": width}, "test")
+    return train, test, _labels(train), _labels(test)
+
+
+def _check_multi_label_metrics(metrics):
+    clustering = [m for m in metrics if m in CLUSTERING_METRICS]
+    if clustering:
+        raise ConfigError(
+            "evaluation.metrics",
+            f"{', '.join(clustering)} cluster the items by one class each, and this dataset is "
+            "multi-label (several classes per item): use retrieval metrics (precision_at_1, "
+            "r_precision, mean_average_precision_at_r, ...)",
+        )
 
 
 def carve(labels, validation_fraction, held_out_fraction, seed):

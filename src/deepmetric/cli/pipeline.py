@@ -26,7 +26,7 @@ from ..training.seeding import seed_everything
 from ..utils import common_functions as c_f
 from . import components, report, verification
 from .config import ConfigError, component, dump_config, load_config, one_line
-from .data import build_data, read_queries
+from .data import build_data, first_class, read_queries, shares_a_label
 from .distributed import (
     GlobalBatches,
     is_main_process,
@@ -71,13 +71,15 @@ def retrieval_metrics(embeddings, labels, config):
 
     evaluation = config["evaluation"]
     postprocess = components.build_rerank(config)
+    labels = torch.as_tensor(np.asarray(labels))
+    # multi-hot labels: a neighbour is relevant when it shares a class with the query
+    relation = {"label_comparison_fn": shares_a_label} if labels.dim() == 2 else {}
     try:
         calculator = AccuracyCalculator(
-            include=tuple(evaluation["metrics"]), k=evaluation["k"], postprocess=postprocess
+            include=tuple(evaluation["metrics"]), k=evaluation["k"], postprocess=postprocess, **relation
         )
     except (ValueError, AssertionError) as err:
         raise ConfigError("evaluation.metrics", one_line(err)) from None
-    labels = torch.as_tensor(np.asarray(labels))
     result = calculator.get_accuracy(embeddings, labels, embeddings, labels, ref_includes_query=True)
     ordered = [m for m in evaluation["metrics"] if m in result] + [
         m for m in result if m not in evaluation["metrics"]
@@ -113,7 +115,9 @@ class Run:
         self.embedding_size = components.embedding_size(self.model, self.data.train[0][0], device)
         if not for_training:
             return
-        self.loss = components.build_loss(config, self.data.num_classes, self.embedding_size).to(device)
+        self.loss = components.build_loss(
+            config, self.data.num_classes, self.embedding_size, multi_label=self.data.multi_label
+        ).to(device)
         self.miner = components.build_miner(config)
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = components.build_optimizer(config, params)
@@ -436,23 +440,26 @@ def _save_model(model, path):
 def _evaluate_sections(run, folder, selection, write):
     run.load_selected_model(folder)  # every process: rank 0 wrote it before the last epoch's barrier
     validation = run.data.validation
+    relation = shares_a_label if run.data.multi_label else None  # multi-hot: positive when a class is shared
     threshold, why_not = verification.calibrated_threshold(
         run.embeddings(validation) if validation is not None else None,
         validation.labels if validation is not None else None,
         run.config,
+        relation,
     )
     results = {}
     for name, items in run.data.sections.items():
         embeddings = run.embeddings(items)
         labels = items.labels
         raw = run.data.raw_inputs(name)
-        trained_figures, trained_roc = verification.section_figures(embeddings, labels, threshold)
-        raw_figures, raw_roc = verification.section_figures(raw, labels, None)
+        trained_figures, trained_roc = verification.section_figures(embeddings, labels, threshold, relation)
+        raw_figures, raw_roc = verification.section_figures(raw, labels, None, relation)
         results[name] = {
             "trained": retrieval_metrics(embeddings, labels, run.config),
             "baseline_raw_inputs": retrieval_metrics(raw, labels, run.config),
             "items": len(items),
-            "classes": len(np.unique(labels)),
+            "classes": len(np.unique(first_class(labels))) if not run.data.multi_label
+            else int(np.asarray(labels).any(axis=0).sum()),
             "verification": {"trained": trained_figures, "baseline_raw_inputs": raw_figures},
         }
         if write:
@@ -469,7 +476,7 @@ def _evaluate_sections(run, folder, selection, write):
                     curves["raw inputs (baseline)"] = raw_roc
                 report.plot_verification(
                     curves,
-                    verification.score_histograms(embeddings, labels),
+                    verification.score_histograms(embeddings, labels, relation=relation),
                     None if threshold is None else threshold.value,
                     os.path.join(section_folder, "verification.png"),
                     _SECTION_TITLES[name],
@@ -490,7 +497,7 @@ def _pictures(run, section, embeddings, folder):
     title = _SECTION_TITLES[section]
     report.plot_embeddings(
         embeddings.numpy(),
-        labels,
+        first_class(labels),  # a multi-label item is coloured by its first class
         os.path.join(folder, "embeddings.png"),
         title,
         seed=seed,
@@ -509,6 +516,8 @@ def _pictures(run, section, embeddings, folder):
         os.path.join(folder, "retrieval.png"),
         f"nearest neighbours ({title})",
         name_of=run.data.class_name,
+        related=(lambda a, b: bool(shares_a_label(torch.as_tensor(a), torch.as_tensor(b))))
+        if run.data.multi_label else None,
     )
 
 

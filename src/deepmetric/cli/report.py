@@ -216,7 +216,7 @@ def plot_verification(roc_curves, histograms, threshold, path, title):
     return True
 
 
-def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=str):
+def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=str, related=None):
     """A gallery: each row is a query and its nearest neighbours; wrong matches framed in red.
 
     Args:
@@ -224,6 +224,8 @@ def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=s
         neighbours: ``(len(queries), k)`` held-out indices of their neighbours, nearest first.
         labels: held-out labels.
         image_of: ``i -> array`` to show for held-out item ``i``.
+        related: ``(label_a, label_b) -> bool``, whether a neighbour matches (default: equal
+            labels; multi-label data passes "shares a class").
     """
     plt = _pyplot()
     if plt is None:
@@ -235,7 +237,7 @@ def plot_retrieval(queries, neighbours, labels, image_of, path, title, name_of=s
         _show(axes[row, 0], image_of(q), f"query {name_of(labels[q])}", "black")
         for col in range(k):
             n = neighbours[row, col]
-            correct = labels[n] == labels[q]
+            correct = related(labels[n], labels[q]) if related else labels[n] == labels[q]
             _show(axes[row, col + 1], image_of(n), name_of(labels[n]), "green" if correct else "red")
     fig.suptitle(title)
     fig.tight_layout()

@@ -21,34 +21,42 @@ ROC_POINTS = 200
 _BLOCK_ROWS = 1024
 
 
-def calibrated_threshold(validation_embeddings, validation_labels, config):
+def calibrated_threshold(validation_embeddings, validation_labels, config, relation=None):
     """``(threshold, why_not)``: the :class:`~deepmetric.evaluation.calibration.Threshold` for
     ``evaluation.threshold`` on the validation items, or ``(None, reason)`` when there are no
-    validation items or no threshold reaches the target there."""
+    validation items or no threshold reaches the target there. ``relation`` decides which pairs
+    are positive (default: equal labels), e.g. "shares a class" for multi-hot labels."""
     if validation_embeddings is None:
         return None, "no validation items (evaluation.validation_fraction is 0 or the classes are too small)"
     target = threshold_target(config["evaluation"]["threshold"])
     try:
         labels = _labels(validation_labels)
-        return calibrate(validation_embeddings, labels, target=target, distance=CosineSimilarity()), None
+        threshold = calibrate(
+            validation_embeddings, labels, target=target, distance=CosineSimilarity(),
+            label_comparison_fn=relation,
+        )
+        return threshold, None
     except ValueError as err:
         return None, " ".join(str(err).split())
 
 
-def section_figures(embeddings, labels, threshold):
+def section_figures(embeddings, labels, threshold, relation=None):
     """``(figures, roc)`` of every pair of distinct items of a section: ``figures`` holds
     :data:`METRICS` and, given a threshold, ``at_threshold`` (its FMR, FNMR, precision, recall,
     F1 and counts here); ``roc`` is ``(fpr, tpr)`` at most :data:`ROC_POINTS` points. Both are None
-    when the section has no positive or no negative pair."""
+    when the section has no positive or no negative pair. ``relation`` as in
+    :func:`calibrated_threshold`."""
     labels = _labels(labels)
     try:
-        counts = verification_counts(embeddings, labels, distance=CosineSimilarity())
+        counts = verification_counts(
+            embeddings, labels, distance=CosineSimilarity(), label_comparison_fn=relation
+        )
         counts.require_both_kinds("verification figures")
     except ValueError:
         return None, None
     out = figures(counts, METRICS)
     if threshold is not None:
-        scores = PairScores(embeddings, labels, distance=CosineSimilarity())
+        scores = PairScores(embeddings, labels, distance=CosineSimilarity(), label_comparison_fn=relation)
         point = scores.operating_points([threshold.value])[0].figures()
         point["fmr"] = point.pop("fpr")
         out["at_threshold"] = point
@@ -56,17 +64,19 @@ def section_figures(embeddings, labels, threshold):
     return out, (fpr.tolist(), tpr.tolist())
 
 
-def score_histograms(embeddings, labels, bins=HISTOGRAM_BINS):
+def score_histograms(embeddings, labels, bins=HISTOGRAM_BINS, relation=None):
     """``(edges, positive_counts, negative_counts)``: how the cosine similarities of same-class
     and different-class pairs of distinct items spread over ``bins`` equal bins of [-1, 1],
-    computed a block of rows at a time (memory ``O(block x N)``)."""
+    computed a block of rows at a time (memory ``O(block x N)``); ``relation`` as in
+    :func:`calibrated_threshold`."""
     x = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
     labels = _labels(labels)
     positive = torch.zeros(bins, dtype=torch.float64)
     negative = torch.zeros(bins, dtype=torch.float64)
     for start in range(0, len(x), _BLOCK_ROWS):
         sims = (x[start : start + _BLOCK_ROWS] @ x.t()).clamp_(-1, 1)
-        same = labels[start : start + _BLOCK_ROWS, None] == labels[None, :]
+        block = labels[start : start + _BLOCK_ROWS, None]
+        same = block == labels[None, :] if relation is None else relation(block, labels[None, :]).bool()
         rows = torch.arange(sims.shape[0])
         own = torch.zeros_like(same)
         own[rows, rows + start] = True
@@ -77,4 +87,5 @@ def score_histograms(embeddings, labels, bins=HISTOGRAM_BINS):
 
 
 def _labels(labels):
-    return torch.as_tensor(labels).reshape(-1)
+    labels = torch.as_tensor(labels)
+    return labels if labels.dim() == 2 else labels.reshape(-1)  # multi-hot rows stay rows

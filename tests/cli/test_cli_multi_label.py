@@ -95,6 +95,16 @@ def test_multi_label_csv_trains_and_evaluates_with_shared_classes(tmp_path):
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 3 and "validation_precision_at_1" in history[0]
     assert (out / "held_out" / "retrieval.png").exists()
+    # verification: a pair of distinct items is positive when it shares a class
+    shared = (labels.float() @ labels.float().t()) > 0
+    shared.fill_diagonal_(False)
+    figures = held_out["verification"]["trained"]
+    if "at_threshold" in figures:
+        assert figures["at_threshold"]["positives"] == int(shared.sum())
+        assert figures["at_threshold"]["negatives"] == 16 * 15 - int(shared.sum())
+    else:
+        assert "not_calibrated" in metrics["threshold"]
+    assert 0 <= figures["roc_auc"] <= 1
 
 
 def test_shares_a_label_broadcasts_over_neighbours():

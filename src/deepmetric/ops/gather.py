@@ -49,3 +49,55 @@ def gather_rows_keeping_local_graph(x, group=None):
     parts = all_gather_rows(x, group)
     parts[dist.get_rank(group)] = x
     return torch.cat(parts)
+
+
+def gather_rows_with_grad(x, group=None):
+    """:func:`gather_rows` as an autograd operation: every process's rows in rank order, and in
+    the backward pass the gradients all processes computed for the whole result are summed
+    (all-reduce) and each process keeps the slice of its own rows. So a row used by another
+    process's loss gets that process's gradient back. Every process must call ``backward``
+    through it (a collective in the backward pass)."""
+    return _GatherRowsWithGrad.apply(x, group)
+
+
+class _GatherRowsWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        parts = all_gather_rows(x, group)
+        start = sum(part.shape[0] for part in parts[: dist.get_rank(group)])
+        ctx.rows, ctx.group = (start, start + x.shape[0]), group
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        start, end = ctx.rows
+        return grad[start:end], None
+
+
+def sum_gradient_over_processes(x, group=None):
+    """``x`` unchanged; in the backward pass its gradient is summed over all processes (an
+    all-reduce), so that a tensor every process holds (a shared temperature) gets the gradient
+    of the sum of all processes' losses, identical everywhere."""
+    return _SumGradient.apply(x, group)
+
+
+class _SumGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def sum_over_processes(value, group=None):
+    """The sum over all processes of a tensor (detached; every process gets the same)."""
+    value = value.detach().clone()
+    dist.all_reduce(value, group=group)
+    return value

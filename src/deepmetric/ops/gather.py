@@ -22,13 +22,18 @@ def world_size(group=None):
     return dist.get_world_size(group) if is_distributed() else 1
 
 
+def row_counts(x, group=None):
+    """``[rows of x in rank 0, rows in rank 1, ...]`` (one small all-gather)."""
+    counts = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(counts, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group=group)
+    return [int(c) for c in counts]
+
+
 def all_gather_rows(x, group=None):
     """``[x of rank 0, x of rank 1, ...]``: every process's ``x``, detached, in rank order."""
     size = dist.get_world_size(group)
     x = x.contiguous()
-    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(size)]
-    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group=group)
-    sizes = [int(s) for s in sizes]
+    sizes = row_counts(x, group)
     largest = max(sizes)
     padded = x
     if x.shape[0] < largest:
@@ -101,3 +106,40 @@ def sum_over_processes(value, group=None):
     value = value.detach().clone()
     dist.all_reduce(value, group=group)
     return value
+
+
+def pass_to_next_rank(x, incoming_rows, group=None):
+    """One step of a ring: send ``x`` to the next rank (``rank + 1`` modulo the world size) and
+    return the ``(incoming_rows, ...)`` tensor the previous rank sent. In the backward pass the
+    gradient travels the other way: the received block's gradient goes back to the previous rank
+    and ``x`` gets the gradient the next rank computed for it. Every process must take the same
+    steps (and call ``backward``) in the same order."""
+    return _PassToNextRank.apply(x, incoming_rows, group)
+
+
+def _exchange(send, send_to, recv, recv_from, group):
+    ops = [dist.P2POp(dist.isend, send, send_to, group), dist.P2POp(dist.irecv, recv, recv_from, group)]
+    for request in dist.batch_isend_irecv(ops):
+        request.wait()
+    return recv
+
+
+def _ring_neighbours(group):
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    to_global = (lambda r: r) if group is None else (lambda r: dist.get_global_rank(group, r))
+    return to_global((rank + 1) % size), to_global((rank - 1) % size)
+
+
+class _PassToNextRank(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, incoming_rows, group):
+        following, previous = _ring_neighbours(group)
+        ctx.group, ctx.shape = group, x.shape
+        received = x.new_empty((incoming_rows, *x.shape[1:]))
+        return _exchange(x.contiguous(), following, received, previous, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        following, previous = _ring_neighbours(ctx.group)
+        grad_x = grad.new_empty(ctx.shape)
+        return _exchange(grad.contiguous(), previous, grad_x, following, ctx.group), None, None

@@ -6,6 +6,12 @@ autograd, so gathered copies carry no gradient: :func:`gather_rows_keeping_local
 this process's own ``x``, with its graph, back at its rank's place. This is the one
 implementation of the collective; the distributed loss and miner wrappers, ``CLIPLoss`` and the
 sharded evaluation all use it.
+
+The image-text losses that split the global logits between processes need gradients to cross
+processes: :func:`gather_rows_with_grad` (an all-gather whose backward pass sums every
+process's gradient), :func:`sum_gradient_over_processes` (for a shared temperature) and
+:func:`pass_to_next_rank` (one step of a ring, the gradient going back the other way). Each has
+a collective in the backward pass, so every process must call ``backward``.
 """
 
 import torch

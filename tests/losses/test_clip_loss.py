@@ -247,6 +247,22 @@ def _dist_step(rows, kwargs):
     return loss.detach(), model_grads, loss_fn.logit_scale.grad.clone()
 
 
+def _saved_shapes(rows, kwargs):
+    """The shapes of the tensors the loss's graph keeps for the backward pass."""
+    shapes = set()
+
+    def pack(t):
+        shapes.add(tuple(t.shape))
+        return t
+
+    img, txt = _dist_data()
+    img, txt = img[rows[0] : rows[1], :4], txt[rows[0] : rows[1], :4]  # width 4: no (10, 10) but logits
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = CLIPLoss(**kwargs).double()(img.requires_grad_(), txt)
+    loss.backward()
+    return shapes
+
+
 def _dist_worker(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -259,6 +275,10 @@ def _dist_worker(rank, port, out):
                 dist.all_reduce(grad)
                 grad /= WORLD
             results[name] = (loss, model_grads, scale_grad)
+        results["saved_shapes"] = {
+            name: _saved_shapes(DIST_CASES[name][0][rank], DIST_CASES[name][1])
+            for name in ("unequal", "local_unequal")
+        }
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -294,6 +314,16 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(two_process_r
         assert scale_grad.item() == 0
     else:
         assert scale_grad.abs().item() > 0
+
+
+def test_local_loss_keeps_only_local_by_global_logits(two_process_results):
+    # 10 pairs as 7 + 3 rows: the gathered path keeps 10 x 10 logits in every process, the
+    # local path 7 x 10 and 3 x 10.
+    for rank, rows in enumerate(DIST_CASES["local_unequal"][0]):
+        shapes = two_process_results[rank]["saved_shapes"]
+        assert (10, 10) in shapes["unequal"]
+        assert (rows[1] - rows[0], 10) in shapes["local_unequal"]
+        assert all(len(s) < 2 or s[0] < 10 or s[1] < 10 for s in shapes["local_unequal"])
 
 
 def test_without_gathering_each_process_contrasts_its_own_batch(two_process_results):

@@ -1,6 +1,8 @@
 """CachedBatchLoss: the gradients of a chunked, replayed step equal those of the plain full-batch
 step (float64) for pair, triplet, tiled and image-text losses, with a miner and a reference set;
-dropout is replayed with the masks the forward pass drew, autocast as it ran; a bad chunk size is named."""
+dropout is replayed with the masks the forward pass drew, autocast as it ran; a bad chunk size is named;
+under torch.distributed (two gloo processes) around DistributedLossWrapper (with a distributed miner)
+and the image-text losses, one step equals the plain full-batch single-process step."""
 
 import pytest
 import torch
@@ -139,3 +141,155 @@ def test_a_bad_chunk_size_is_named(bad):
 def test_the_model_must_be_a_module():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         losses.CachedBatchLoss(lambda x: x, losses.NTXentLoss(), 4)
+
+
+# ---------------------------------------------------------------- two processes (gloo, CPU)
+
+WORLD = 2
+GLOBAL_ROWS = 12
+RANK_ROWS = [(0, 5), (5, 12)]  # unequal local batches
+
+
+def _metric_case(loss, miner=None, chunk_size=3):
+    """(builder of the distributed CachedBatchLoss, plain loss factory, plain miner factory)."""
+    from deepmetric.distributed import DistributedLossWrapper, DistributedMinerWrapper
+
+    def build():
+        dist_miner = None if miner is None else DistributedMinerWrapper(miner())
+        return losses.CachedBatchLoss(model(), DistributedLossWrapper(loss()), chunk_size, miner=dist_miner)
+
+    return build, loss, miner
+
+
+CACHED_DIST_CASES = {
+    "ntxent": _metric_case(lambda: losses.NTXentLoss(temperature=0.3)),
+    "ntxent_tiled": _metric_case(lambda: losses.NTXentLoss(temperature=0.3, tile_size=4), chunk_size=2),
+    "triplet_with_miner": _metric_case(
+        lambda: losses.TripletMarginLoss(margin=0.5),
+        miner=lambda: miners.TripletMarginMiner(margin=0.5, type_of_triplets="all"),
+    ),
+}
+# image-text losses: the image side is cached, the text side a plain encoder
+PAIR_DIST_CASES = {
+    "clip_gathered": lambda: losses.CLIPLoss(init_temperature=0.3),
+    "clip_local_rows": lambda: losses.CLIPLoss(init_temperature=0.3, local_loss=True, gather_with_grad=True),
+    "siglip_exchange": lambda: losses.SigLIPLoss(init_logit_scale=1.0, init_logit_bias=-1.0),
+}
+
+
+def _text_encoder():
+    torch.manual_seed(2)
+    return torch.nn.Linear(3, D).double()
+
+
+def _pair_data():
+    x, _ = batch(seed=3, n=GLOBAL_ROWS)
+    g = torch.Generator().manual_seed(4)
+    return x, torch.randn(GLOBAL_ROWS, 3, generator=g, dtype=torch.float64)
+
+
+def _metric_step(name, rows=None, ddp=False):
+    """Distributed (CachedBatchLoss of the wrapper, on ``rows``; with ``ddp`` its model inside
+    DistributedDataParallel) or plain full-batch step."""
+    build, loss, miner = CACHED_DIST_CASES[name]
+    x, labels = batch(seed=3, n=GLOBAL_ROWS)
+    if rows is None:
+        net, loss_fn = model(), loss()
+        emb = net(x)
+        indices = None if miner is None else miner()(emb, labels)
+        value = loss_fn(emb, labels, indices)
+        params = list(net.parameters())
+    else:
+        cached = build()
+        if ddp:
+            cached.model = torch.nn.parallel.DistributedDataParallel(cached.model)
+        value = cached(x[rows[0] : rows[1]], labels[rows[0] : rows[1]])
+        params = list(cached.model.parameters())
+    value.backward()
+    return value.detach(), [p.grad.clone() for p in params]
+
+
+def _pair_step(name, rows=None):
+    """(value, image-model gradients, text-encoder gradients, loss-parameter gradients)."""
+    x_img, x_txt = _pair_data()
+    text_encoder, loss_fn = _text_encoder(), PAIR_DIST_CASES[name]().double()
+    if rows is None:
+        net = model()
+        value = loss_fn(net(x_img), text_encoder(x_txt))
+    else:
+        cached = losses.CachedBatchLoss(model(), loss_fn, chunk_size=2)
+        net = cached.model
+        value = cached(x_img[rows[0] : rows[1]], text_encoder(x_txt[rows[0] : rows[1]]))
+    value.backward()
+    grads = [[p.grad.clone() for p in m.parameters()] for m in (net, text_encoder, loss_fn)]
+    return (value.detach(), *grads)
+
+
+def _cached_worker(rank, port, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+
+    def ddp_average(grads):  # what DistributedDataParallel does to the models' gradients
+        for grad in grads:
+            dist.all_reduce(grad)
+            grad /= WORLD
+        return grads
+
+    try:
+        results = {}
+        for name in CACHED_DIST_CASES:
+            value, grads = _metric_step(name, RANK_ROWS[rank])
+            results[name] = (value, ddp_average(grads))
+        results["ntxent_in_ddp"] = _metric_step("ntxent", RANK_ROWS[rank], ddp=True)  # DDP averages
+        for name in PAIR_DIST_CASES:
+            value, image_grads, text_grads, loss_grads = _pair_step(name, RANK_ROWS[rank])
+            results[name] = (value, ddp_average(image_grads), ddp_average(text_grads), loss_grads)
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def cached_process_results(tmp_path_factory):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path_factory.mktemp("cached") / "res")
+    mp.start_processes(_cached_worker, args=(port, out), nprocs=WORLD, join=True, start_method="fork")
+    return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", [*CACHED_DIST_CASES, "ntxent_in_ddp"])
+def test_distributed_cached_step_equals_the_plain_full_batch_step(cached_process_results, name):
+    value, grads = _metric_step(name.removesuffix("_in_ddp"))
+    assert value > 0
+    for rank_result in cached_process_results:
+        dist_value, dist_grads = rank_result[name]
+        # DistributedLossWrapper returns the global loss times the world size
+        torch.testing.assert_close(dist_value, WORLD * value, rtol=1e-12, atol=1e-12)
+        assert len(dist_grads) == len(grads) == 4
+        for a, b in zip(dist_grads, grads):
+            assert b.abs().sum() > 0
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(PAIR_DIST_CASES))
+def test_distributed_cached_image_text_step_equals_the_plain_full_batch_step(cached_process_results, name):
+    value, *want = _pair_step(name)
+    for rank_result in cached_process_results:
+        dist_value, *got = rank_result[name]
+        torch.testing.assert_close(dist_value, value, rtol=1e-12, atol=1e-12)
+        for got_grads, want_grads in zip(got, want):  # image model, text encoder, loss parameters
+            assert len(got_grads) == len(want_grads) > 0
+            for a, b in zip(got_grads, want_grads):
+                assert b.abs().sum() > 0
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -188,12 +188,40 @@ def test_bad_arguments_are_rejected(kwargs):
         CLIPLoss(**kwargs)
 
 
+def test_local_loss_switches_change_nothing_in_one_process():
+    g = torch.Generator().manual_seed(5)
+    img = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    txt = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(CLIPLoss(local_loss=True, gather_with_grad=True)(img, txt), CLIPLoss()(img, txt))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"local_loss": True}, "gather_with_grad=True"),
+     ({"local_loss": True, "gather_with_grad": True, "gather_distributed": False}, "gather_distributed=True"),
+     ({"local_loss": 1}, "local_loss to be a bool"),
+     ({"gather_with_grad": "yes"}, "gather_with_grad to be a bool")],
+)
+def test_local_loss_needs_the_gradient_path(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CLIPLoss(**kwargs)
+
+
 # ---------------------------------------------------------------- two processes (gloo, CPU)
 
 WORLD = 2
-# name -> (rows of the global batch held by each rank, gather_distributed)
-DIST_CASES = {"equal": ([(0, 5), (5, 10)], True), "unequal": ([(0, 7), (7, 10)], True),
-              "no_gather": ([(0, 5), (5, 10)], False)}
+# name -> (rows of the global batch held by each rank, CLIPLoss arguments)
+LOCAL = {"local_loss": True, "gather_with_grad": True}
+DIST_CASES = {
+    "equal": ([(0, 5), (5, 10)], {}),
+    "unequal": ([(0, 7), (7, 10)], {}),
+    "no_gather": ([(0, 5), (5, 10)], {"gather_distributed": False}),
+    "local_equal": ([(0, 5), (5, 10)], LOCAL),
+    "local_unequal": ([(0, 7), (7, 10)], LOCAL),
+    "local_tiled": ([(0, 4), (4, 10)], {**LOCAL, "tile_size": 3}),
+    "local_clamped_scale": ([(0, 6), (6, 10)], {**LOCAL, "init_temperature": 0.001}),
+    "gather_with_grad_only": ([(0, 7), (7, 10)], {"gather_with_grad": True}),
+}
 
 
 def _free_port():
@@ -207,16 +235,32 @@ def _dist_data():
     return torch.randn(10, 6, generator=g, dtype=torch.float64), torch.randn(10, 5, generator=g, dtype=torch.float64)
 
 
-def _dist_step(rows, gather):
+def _dist_step(rows, kwargs):
     """One step of two linear encoders: loss value and gradients (encoders, logit_scale)."""
     torch.manual_seed(1)
     image_encoder, text_encoder = torch.nn.Linear(6, 4).double(), torch.nn.Linear(5, 4).double()
-    loss_fn = CLIPLoss(init_temperature=0.2, gather_distributed=gather).double()
+    loss_fn = CLIPLoss(**{"init_temperature": 0.2, **kwargs}).double()
     x_img, x_txt = _dist_data()
     loss = loss_fn(image_encoder(x_img[rows[0] : rows[1]]), text_encoder(x_txt[rows[0] : rows[1]]))
     loss.backward()
     model_grads = [p.grad.clone() for m in (image_encoder, text_encoder) for p in m.parameters()]
     return loss.detach(), model_grads, loss_fn.logit_scale.grad.clone()
+
+
+def _saved_shapes(rows, kwargs):
+    """The shapes of the tensors the loss's graph keeps for the backward pass."""
+    shapes = set()
+
+    def pack(t):
+        shapes.add(tuple(t.shape))
+        return t
+
+    img, txt = _dist_data()
+    img, txt = img[rows[0] : rows[1], :4], txt[rows[0] : rows[1], :4]  # width 4: no (10, 10) but logits
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = CLIPLoss(**kwargs).double()(img.requires_grad_(), txt)
+    loss.backward()
+    return shapes
 
 
 def _dist_worker(rank, port, out):
@@ -225,12 +269,16 @@ def _dist_worker(rank, port, out):
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         results = {}
-        for name, (rows, gather) in DIST_CASES.items():
-            loss, model_grads, scale_grad = _dist_step(rows[rank], gather)
+        for name, (rows, kwargs) in DIST_CASES.items():
+            loss, model_grads, scale_grad = _dist_step(rows[rank], kwargs)
             for grad in model_grads:  # what DistributedDataParallel does
                 dist.all_reduce(grad)
                 grad /= WORLD
             results[name] = (loss, model_grads, scale_grad)
+        results["saved_shapes"] = {
+            name: _saved_shapes(DIST_CASES[name][0][rank], DIST_CASES[name][1])
+            for name in ("unequal", "local_unequal")
+        }
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -244,25 +292,46 @@ def two_process_results(tmp_path_factory):
     return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", ["equal", "unequal"])
+@pytest.mark.parametrize(
+    "name",
+    ["equal", "unequal", "local_equal", "local_unequal", "local_tiled", "local_clamped_scale",
+     "gather_with_grad_only"],
+)
 def test_two_processes_equal_one_process_on_the_concatenated_batch(two_process_results, name):
-    loss, model_grads, scale_grad = _dist_step((0, 10), gather=False)
+    # Both encoders (image and text side) and the learnable temperature, after DDP's averaging.
+    single_kwargs = {k: v for k, v in DIST_CASES[name][1].items() if k in ("init_temperature",)}
+    loss, model_grads, scale_grad = _dist_step((0, 10), {"gather_distributed": False, **single_kwargs})
     tol = dict(rtol=1e-10, atol=1e-12)
     for rank_result in two_process_results:
         dist_loss, dist_model_grads, dist_scale_grad = rank_result[name]
         torch.testing.assert_close(dist_loss, loss, **tol)  # the global loss, in every process
+        assert len(dist_model_grads) == 4  # weight and bias of each encoder
         for a, b in zip(dist_model_grads, model_grads):
             assert b.abs().sum() > 0
             torch.testing.assert_close(a, b, **tol)
         torch.testing.assert_close(dist_scale_grad, scale_grad, **tol)  # not scaled by the world size
+    if name == "local_clamped_scale":
+        assert scale_grad.item() == 0
+    else:
+        assert scale_grad.abs().item() > 0
+
+
+def test_local_loss_keeps_only_local_by_global_logits(two_process_results):
+    # 10 pairs as 7 + 3 rows: the gathered path keeps 10 x 10 logits in every process, the
+    # local path 7 x 10 and 3 x 10.
+    for rank, rows in enumerate(DIST_CASES["local_unequal"][0]):
+        shapes = two_process_results[rank]["saved_shapes"]
+        assert (10, 10) in shapes["unequal"]
+        assert (rows[1] - rows[0], 10) in shapes["local_unequal"]
+        assert all(len(s) < 2 or s[0] < 10 or s[1] < 10 for s in shapes["local_unequal"])
 
 
 def test_without_gathering_each_process_contrasts_its_own_batch(two_process_results):
     for rank, rank_result in enumerate(two_process_results):
         rows = DIST_CASES["no_gather"][0][rank]
-        local_loss, _, _ = _dist_step(rows, gather=False)
+        local_loss, _, _ = _dist_step(rows, {"gather_distributed": False})
         torch.testing.assert_close(rank_result["no_gather"][0], local_loss)
-    full_loss, _, _ = _dist_step((0, 10), gather=False)
+    full_loss, _, _ = _dist_step((0, 10), {"gather_distributed": False})
     assert not torch.allclose(two_process_results[0]["no_gather"][0], full_loss)
 
 

@@ -112,3 +112,109 @@ def test_bad_inputs_are_named():
         losses.SigLIPLoss(tile_size=0)
     with pytest.raises(ValueError, match="NaN"):
         losses.SigLIPLoss()(img * float("nan"), txt)
+
+
+# ---------------------------------------------------------------- processes (gloo, CPU)
+
+# world size -> name -> (rows of the global batch held by each rank, SigLIPLoss arguments)
+SIGLIP_DIST_CASES = {
+    2: {"balanced": ([(0, 5), (5, 10)], {}),
+        "unbalanced": ([(0, 7), (7, 10)], {}),
+        "tiled": ([(0, 4), (4, 10)], {"tile_size": 3}),
+        "no_exchange": ([(0, 5), (5, 10)], {"exchange_distributed": False})},
+    # three ranks: the next and the previous rank differ, so the ring's direction matters
+    3: {"balanced": ([(0, 4), (4, 7), (7, 10)], {}),
+        "unbalanced": ([(0, 3), (3, 4), (4, 10)], {}),
+        "tiled": ([(0, 4), (4, 5), (5, 10)], {"tile_size": 2}),
+        "no_exchange": ([(0, 3), (3, 7), (7, 10)], {"exchange_distributed": False})},
+}
+
+
+def _siglip_data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(10, 6, generator=g, dtype=torch.float64), torch.randn(10, 5, generator=g, dtype=torch.float64)
+
+
+def _siglip_step(rows, kwargs):
+    """One step of two linear encoders: loss value and gradients (encoders, scale, bias)."""
+    torch.manual_seed(1)
+    image_encoder, text_encoder = torch.nn.Linear(6, 4).double(), torch.nn.Linear(5, 4).double()
+    loss_fn = losses.SigLIPLoss(init_logit_scale=1.0, init_logit_bias=-1.0, **kwargs).double()
+    x_img, x_txt = _siglip_data()
+    loss = loss_fn(image_encoder(x_img[rows[0] : rows[1]]), text_encoder(x_txt[rows[0] : rows[1]]))
+    loss.backward()
+    model_grads = [p.grad.clone() for m in (image_encoder, text_encoder) for p in m.parameters()]
+    return loss.detach(), model_grads, loss_fn.logit_scale.grad.clone(), loss_fn.logit_bias.grad.clone()
+
+
+def _siglip_worker(rank, world, port, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = {}
+        for name, (rows, kwargs) in SIGLIP_DIST_CASES[world].items():
+            loss, model_grads, scale_grad, bias_grad = _siglip_step(rows[rank], kwargs)
+            for grad in model_grads:  # what DistributedDataParallel does
+                dist.all_reduce(grad)
+                grad /= world
+            results[name] = (loss, model_grads, scale_grad, bias_grad)
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["two_processes", "three_processes"])
+def siglip_process_results(request, tmp_path_factory):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    world = request.param
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path_factory.mktemp("siglip") / "res")
+    mp.start_processes(_siglip_worker, args=(world, port, out), nprocs=world, join=True, start_method="fork")
+    return world, [torch.load(f"{out}.{rank}") for rank in range(world)]
+
+
+@pytest.mark.parametrize("name", ["balanced", "unbalanced", "tiled"])
+def test_neighbour_exchange_equals_one_process_on_the_concatenated_batch(siglip_process_results, name):
+    world, results = siglip_process_results
+    loss, model_grads, scale_grad, bias_grad = _siglip_step((0, 10), {})
+    img, txt = _siglip_data()
+    torch.manual_seed(1)
+    image_encoder, text_encoder = torch.nn.Linear(6, 4).double(), torch.nn.Linear(5, 4).double()
+    with torch.no_grad():  # the published formula on the global batch
+        expected = paper_loss(image_encoder(img).numpy(), text_encoder(txt).numpy(), 1.0, -1.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    tol = dict(rtol=1e-10, atol=1e-12)
+    for rank_result in results:
+        dist_loss, dist_model_grads, dist_scale_grad, dist_bias_grad = rank_result[name]
+        torch.testing.assert_close(dist_loss, loss, **tol)  # the global loss, in every process
+        assert len(dist_model_grads) == 4  # both encoders: the image and the text side
+        for a, b in zip(dist_model_grads, model_grads):
+            assert b.abs().sum() > 0
+            torch.testing.assert_close(a, b, **tol)
+        assert scale_grad.abs() > 0 and bias_grad.abs() > 0
+        torch.testing.assert_close(dist_scale_grad, scale_grad, **tol)  # not scaled by the world size
+        torch.testing.assert_close(dist_bias_grad, bias_grad, **tol)
+
+
+def test_without_the_exchange_each_process_scores_its_own_batch(siglip_process_results):
+    world, results = siglip_process_results
+    rows = SIGLIP_DIST_CASES[world]["no_exchange"][0]
+    for rank, rank_result in enumerate(results):
+        own_loss = _siglip_step(rows[rank], {})[0]
+        torch.testing.assert_close(rank_result["no_exchange"][0], own_loss)
+    assert not torch.allclose(results[0]["no_exchange"][0], _siglip_step((0, 10), {})[0])
+
+
+def test_exchange_distributed_must_be_a_bool():
+    with pytest.raises(ValueError, match="exchange_distributed to be a bool"):
+        losses.SigLIPLoss(exchange_distributed=1)

@@ -54,6 +54,23 @@ class CLIPLoss(ModuleWithRecords):
 
     With ``gather_distributed=False`` each process only contrasts its own batch.
 
+    With ``local_loss=True`` (and ``gather_with_grad=True``, which it needs) each process
+    computes only its own rows of the logits, against the gathered other modality, in both
+    directions: memory ``O(local x global)`` per process instead of ``O(global x global)``.
+    The gathered rows carry gradients back to the processes that own them (an autograd
+    all-gather whose backward pass sums every process's gradient), so no term is lost; with
+    ``r`` the local rows, ``M`` the global batch and ``S = scale * U V^T`` the global logits::
+
+        part_r = ( sum_{i in r} (lse_j S_ij - S_ii) + sum_{j in r} (lse_i S_ij - S_jj) ) / (2 M)
+
+    the parts sum to the single-process loss, which every process returns (one scalar
+    all-reduce). The gradients are those of the default (gathered) path exactly: the local
+    embeddings receive ``world_size`` times the single-process gradient (for DDP's averaging)
+    and ``logit_scale`` the single-process gradient itself, the same in every process (its
+    gradient is all-reduced in the backward pass). Every process must call ``backward``.
+    Without ``torch.distributed`` both switches change nothing. (``gather_with_grad`` has no
+    effect without ``local_loss``: every process then holds every term of its rows' gradient.)
+
     With ``tile_size`` set, the row and column log-sum-exps of the logits are computed
     ``tile_size`` rows at a time and each tile is recomputed in the backward pass, so memory
     grows as ``O(tile_size x M + M x D)`` instead of ``O(M x M)``; values and gradients equal
@@ -65,6 +82,9 @@ class CLIPLoss(ModuleWithRecords):
         max_logit_scale: upper bound of ``exp(logit_scale)``.
         gather_distributed: contrast against the whole global batch under torch.distributed.
         tile_size: None (default) for the dense logits; a positive int for the tiled path.
+        local_loss: under torch.distributed, compute only the local rows of the logits.
+        gather_with_grad: gather the other processes' rows with their gradient path
+            (required by ``local_loss``).
         **kwargs: ``collect_stats``.
     """
 
@@ -75,10 +95,28 @@ class CLIPLoss(ModuleWithRecords):
         max_logit_scale=100,
         gather_distributed=True,
         tile_size=None,
+        local_loss=False,
+        gather_with_grad=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.tile_size = check_tile_size(type(self).__name__, tile_size)
+        for name, value in (("local_loss", local_loss), ("gather_with_grad", gather_with_grad)):
+            require(isinstance(value, bool), f"CLIPLoss needs {name} to be a bool, got {value!r}")
+        # Without the gradient path, another process's terms of a local row would be dropped:
+        # the gradient would silently differ from the single-process one.
+        require(
+            not local_loss or gather_with_grad,
+            "CLIPLoss(local_loss=True) needs gather_with_grad=True (the other processes' terms "
+            "reach a local row's gradient only through the gathered copies), got gather_with_grad=False",
+        )
+        require(
+            not local_loss or gather_distributed,
+            "CLIPLoss(local_loss=True) needs gather_distributed=True (it contrasts the local rows "
+            "with the gathered batch), got gather_distributed=False",
+        )
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
         for name, value in (("init_temperature", init_temperature), ("max_logit_scale", max_logit_scale)):
             require(
                 isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -110,6 +148,8 @@ class CLIPLoss(ModuleWithRecords):
         compute_dtype = accumulation_dtype(image_embeddings.dtype)
         device_type = image_embeddings.device.type
         with torch.autocast(device_type=device_type, enabled=False):
+            if world_size > 1 and self.local_loss:
+                return self._local_rows_loss(image_embeddings, text_embeddings, compute_dtype, world_size)
             if world_size > 1:
                 image_embeddings, text_embeddings = _gather_keeping_local_graph(
                     image_embeddings, text_embeddings
@@ -129,6 +169,26 @@ class CLIPLoss(ModuleWithRecords):
         if world_size > 1:
             loss = loss.detach() + world_size * (loss - loss.detach())
         return loss
+
+    def _local_rows_loss(self, image_embeddings, text_embeddings, dtype, world_size):
+        """``part_r`` of the class docstring, returned as the global loss with the gradient of
+        ``world_size * part_r`` (the other parts' gradients arrive through the gathers)."""
+        u = F.normalize(image_embeddings.to(dtype), dim=1)
+        v = F.normalize(text_embeddings.to(dtype), dim=1)
+        gathered = gather.gather_rows_with_grad(torch.cat([u, v], dim=1))  # one collective for both
+        all_u, all_v = gathered[:, : u.shape[1]], gathered[:, u.shape[1] :]
+        scale = gather.sum_gradient_over_processes(self._clamped_scale(dtype))
+        # world_size * part_r is differentiated below; the summed scale gradient must not be.
+        scale = scale.detach() + (scale - scale.detach()) / world_size
+        if self.tile_size is None:
+            row_lse = torch.logsumexp(scale * (u @ all_v.t()), dim=1)
+            col_lse = torch.logsumexp(scale * (v @ all_u.t()), dim=1)
+        else:
+            row_lse = tiled_logsumexp(_scaled_products, u, all_v, params=(scale,), tile_size=self.tile_size)
+            col_lse = tiled_logsumexp(_scaled_products, v, all_u, params=(scale,), tile_size=self.tile_size)
+        matched = scale * (u * v).sum(dim=1)
+        part = ((row_lse - matched).sum() + (col_lse - matched).sum()) / (2 * gathered.shape[0])
+        return gather.sum_over_processes(part) + world_size * (part - part.detach())
 
     def get_logits(self, image_embeddings, text_embeddings):
         """``(N, M)`` scaled cosine similarities of the local rows (no gathering)."""
@@ -181,13 +241,14 @@ def _tiled_symmetric_cross_entropy(u, v, scale, tile_size):
     """``_symmetric_cross_entropy(scale * u @ v.T)`` without the matrix: the targets are the
     diagonal, ``CE = mean_i(lse_i - logits_ii)`` for the rows and likewise for the columns."""
 
-    def logits(query_rows, ref, scale):
-        return scale * (query_rows @ ref.t())
-
-    row_lse = tiled_logsumexp(logits, u, v, params=(scale,), tile_size=tile_size)
-    col_lse = tiled_logsumexp(logits, v, u, params=(scale,), tile_size=tile_size)
+    row_lse = tiled_logsumexp(_scaled_products, u, v, params=(scale,), tile_size=tile_size)
+    col_lse = tiled_logsumexp(_scaled_products, v, u, params=(scale,), tile_size=tile_size)
     matched = scale * (u * v).sum(dim=1)
     return ((row_lse - matched).mean() + (col_lse - matched).mean()) / 2
+
+
+def _scaled_products(query_rows, ref, scale):
+    return scale * (query_rows @ ref.t())
 
 
 def _gather_keeping_local_graph(image_embeddings, text_embeddings):

@@ -5,8 +5,10 @@ import math
 import numbers
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..ops import gather
 from ..ops.dtypes import accumulation_dtype
 from ..ops.tiled_row_sums import tiled_row_sums
 from ..utils.errors import require
@@ -35,8 +37,23 @@ class SigLIPLoss(ModuleWithRecords):
     dominating the first steps).
 
     Half-precision inputs are computed in float32 (autocast off) and the loss is returned in
-    float32; other dtypes are kept. Under ``torch.distributed`` each process computes the loss
-    of its own batch (no exchange between processes).
+    float32; other dtypes are kept.
+
+    Under ``torch.distributed`` (initialised, more than one process) and with
+    ``exchange_distributed=True``, the loss is that of the global batch (all processes' rows,
+    in rank order) by the paper's chunked neighbour exchange: each process scores its own images
+    against its own texts (the only block with positives), then passes the text block it holds
+    to the next rank around the ring and scores the block it receives, ``world_size`` blocks in
+    all; no process holds the global logits or the global batch (memory ``O(local x largest
+    block)``). The exchange is differentiable: each received block's gradient travels back
+    around the ring to the process that owns it. With ``r`` the local images and ``M`` the
+    global batch, ``part_r = -1/M sum_{i in r} sum_j log sigmoid(z_ij logits_ij)``; the parts sum
+    to the single-process loss, which every process returns (one scalar all-reduce). Exactly:
+    the local embeddings receive ``world_size`` times the single-process gradient (for DDP's
+    averaging), and ``logit_scale`` and ``logit_bias`` the single-process gradient itself, the
+    same in every process (all-reduced in the backward pass). Every process must call
+    ``backward``. With ``exchange_distributed=False`` each process computes the loss of its own
+    batch.
 
     Args:
         init_logit_scale: initial ``t`` (``exp(t)`` multiplies the cosines).
@@ -45,6 +62,8 @@ class SigLIPLoss(ModuleWithRecords):
         tile_size: None (default) for the dense ``(N, N)`` logits; a positive int sums each
             row's terms ``tile_size`` rows at a time and recomputes each tile in the backward
             pass (memory ``O(tile_size x N + N x D)``), equal to the dense path up to rounding.
+        exchange_distributed: under torch.distributed, the loss of the global batch by the
+            neighbour exchange (default); False for each process's own batch.
         **kwargs: ``collect_stats``.
     """
 
@@ -54,9 +73,15 @@ class SigLIPLoss(ModuleWithRecords):
         init_logit_bias=-10.0,
         learn_scale_and_bias=True,
         tile_size=None,
+        exchange_distributed=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        require(
+            isinstance(exchange_distributed, bool),
+            f"SigLIPLoss needs exchange_distributed to be a bool, got {exchange_distributed!r}",
+        )
+        self.exchange_distributed = exchange_distributed
         for name, value in (("init_logit_scale", init_logit_scale), ("init_logit_bias", init_logit_bias)):
             require(
                 isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
@@ -79,11 +104,34 @@ class SigLIPLoss(ModuleWithRecords):
             x = F.normalize(image_embeddings.to(dtype), dim=1)
             y = F.normalize(text_embeddings.to(dtype), dim=1)
             scale, bias = self.logit_scale.to(dtype).exp(), self.logit_bias.to(dtype)
-            if self.tile_size is None:
-                row_sums = _pair_terms(0, x, y, scale, bias).sum(dim=1)
-            else:
-                row_sums = tiled_row_sums(_pair_terms, x, y, params=(scale, bias), tile_size=self.tile_size)
-            return row_sums.sum() / x.shape[0]
+            world_size = gather.world_size() if self.exchange_distributed else 1
+            if world_size > 1:
+                return self._exchanged_loss(x, y, scale, bias, world_size)
+            return self._block_sum(_pair_terms, x, y, scale, bias) / x.shape[0]
+
+    def _block_sum(self, terms, x, y_block, scale, bias):
+        """The sum of ``terms`` over every (row of ``x``, row of ``y_block``) pair."""
+        if self.tile_size is None:
+            return terms(0, x, y_block, scale, bias).sum()
+        return tiled_row_sums(terms, x, y_block, params=(scale, bias), tile_size=self.tile_size).sum()
+
+    def _exchanged_loss(self, x, y, scale, bias, world_size):
+        """``part_r`` of the class docstring, returned as the global loss with the gradient of
+        ``world_size * part_r`` (the other parts' gradients come back around the ring)."""
+        rows = gather.row_counts(x)
+        rank = dist.get_rank()
+        # world_size * part_r is differentiated below; the summed gradients must not be.
+        scale, bias = (
+            p.detach() + (gather.sum_gradient_over_processes(p) - p.detach()) / world_size
+            for p in (scale, bias)
+        )
+        total = self._block_sum(_pair_terms, x, y, scale, bias)
+        block = y
+        for step in range(1, world_size):
+            block = gather.pass_to_next_rank(block, rows[(rank - step) % world_size])
+            total = total + self._block_sum(_negative_terms, x, block, scale, bias)
+        part = total / sum(rows)
+        return gather.sum_over_processes(part) + world_size * (part - part.detach())
 
 
 def _pair_terms(start, x_rows, y, scale, bias):
@@ -93,3 +141,8 @@ def _pair_terms(start, x_rows, y, scale, bias):
     signs = torch.full_like(logits, -1.0)
     signs[rows, rows + start] = 1.0
     return -F.logsigmoid(signs * logits)
+
+
+def _negative_terms(start, x_rows, y, scale, bias):
+    """``-log sigmoid(-logits_ij)``: a block of another process's texts, no matching pair."""
+    return -F.logsigmoid(-(scale * (x_rows @ y.t()) + bias))

@@ -23,6 +23,7 @@ from outside gets none). A row that keeps nothing gives the finite sentinel ``ne
 import torch
 
 from .dtypes import neg_inf
+from .tile_gradients import add_tile_gradients
 
 
 def tiled_logsumexp(similarity, query, ref, params=(), keep=None, weights=None, tile_size=1024):
@@ -98,20 +99,7 @@ class _TiledLogSumExp(torch.autograd.Function):
                 g_s = g_s * grad_lse[start:end, None].to(g_s.dtype)
                 if weights is not None:
                     g_s = g_s + weights(start, end).to(s.dtype) * grad_wsum[start:end, None]
-            wanted = [x for x in leaves if x.requires_grad]
-            if not wanted:
-                continue
-            tile_grads = iter(torch.autograd.grad(s, wanted, g_s, allow_unused=True))
-            for i, x in enumerate(leaves):
-                if not x.requires_grad:
-                    continue
-                g = next(tile_grads)
-                if g is None:
-                    continue
-                if i == 0:
-                    grads[0][start:end] += g
-                else:
-                    grads[i] += g
+            add_tile_gradients(grads, leaves, s, g_s, start, end)
             del s, g_s
         return (None, None, None, None, *grads)
 

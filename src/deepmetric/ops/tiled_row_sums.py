@@ -14,6 +14,8 @@ needs a gradient must come in ``params``. SigLIP's pairwise sigmoid loss is such
 
 import torch
 
+from .tile_gradients import add_tile_gradients
+
 
 def tiled_row_sums(term, query, ref, params=(), tile_size=1024):
     """``(N,)`` row sums of the module docstring.
@@ -59,20 +61,7 @@ class _TiledRowSums(torch.autograd.Function):
                 leaves = [query[start:end], ref, *params]
                 leaves = [x.detach().requires_grad_(n) for x, n in zip(leaves, need)]
                 t = term(start, *leaves)
-            wanted = [x for x in leaves if x.requires_grad]
-            if not wanted:
-                continue
             upstream = grad_out[start:end, None].to(t.dtype).expand_as(t)
-            tile_grads = iter(torch.autograd.grad(t, wanted, upstream, allow_unused=True))
-            for i, x in enumerate(leaves):
-                if not x.requires_grad:
-                    continue
-                g = next(tile_grads)
-                if g is None:
-                    continue
-                if i == 0:
-                    grads[0][start:end] += g
-                else:
-                    grads[i] += g
+            add_tile_gradients(grads, leaves, t, upstream, start, end)
             del t
         return (None, None, *grads)
